@@ -1,0 +1,3 @@
+"""subcog: long-term semantic memory for AI assistants, served over MCP."""
+
+__version__ = "0.1.0"

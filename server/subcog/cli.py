@@ -1,0 +1,177 @@
+"""The command line. Every command but serve calls the same domain service as the server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from subcog import __version__
+from subcog.config import Settings
+from subcog.errors import SubcogError
+
+log = logging.getLogger("subcog")
+
+# name -> one-line help; the README must document each (checked by a test).
+COMMANDS = {
+    "serve": "Serve MCP over stdio (the default when no command is given).",
+    "remember": "Store a memory.",
+    "recall": "Find memories by meaning.",
+    "forget": "Delete memories by id.",
+    "list": "Show the most recent memories.",
+    "stats": "Count, scopes, data dir, model and disk size.",
+    "doctor": "Check model resolution and the store, and print every path used.",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="subcog", description="Long-term semantic memory for AI assistants, over MCP."
+    )
+    parser.add_argument("--version", action="version", version=f"subcog {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        commands.add_parser(name, help=text, description=text)
+    sub = commands.choices
+
+    sub["remember"].add_argument("text", help="the fact to remember")
+    sub["remember"].add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    sub["remember"].add_argument("--scope", help="namespace (default: SUBCOG_SCOPE or 'default')")
+
+    sub["recall"].add_argument("query")
+    sub["recall"].add_argument("--limit", type=int, default=5, help="1 to 50 (default 5)")
+    sub["recall"].add_argument("--tag", action="append", default=None, help="required tag")
+    sub["recall"].add_argument("--scope", help="namespace, or '*' for all")
+    sub["recall"].add_argument("--since", help="ISO-8601 date or time")
+    sub["recall"].add_argument("--until", help="ISO-8601 date or time")
+    sub["recall"].add_argument("--json", action="store_true", help="print JSON")
+
+    sub["forget"].add_argument("ids", nargs="+", metavar="ID")
+
+    sub["list"].add_argument("--scope", help="namespace, or '*' for all (default: all)", default="*")
+    sub["list"].add_argument("--limit", type=int, default=20)
+    sub["list"].add_argument("--json", action="store_true", help="print JSON")
+
+    sub["stats"].add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    os.umask(0o077)  # whatever subcog creates is readable by its owner only
+    try:
+        settings = Settings.from_env()
+        logging.basicConfig(
+            level=settings.log_level,
+            stream=sys.stderr,
+            format="%(asctime)s subcog %(levelname)s %(name)s: %(message)s",
+        )
+        if command == "serve":
+            return _serve(settings)
+        if command == "doctor":
+            return _doctor(settings)
+        return _run(command, args, settings)
+    except SubcogError as exc:
+        print(f"subcog: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(settings: Settings) -> int:
+    from subcog.server import build_server
+
+    exe = shutil.which("subcog") or sys.argv[0]
+    print(
+        f"subcog {__version__}: MCP server on stdio; memories in {settings.data_dir}",
+        file=sys.stderr,
+    )
+    if sys.stdin.isatty():
+        config = {"mcpServers": {"subcog": {"command": str(Path(exe).resolve()), "args": ["serve"]}}}
+        print(
+            "It speaks JSON-RPC on stdin/stdout and is meant to be started by an MCP client.\n"
+            "Connect one, for example Claude Desktop's claude_desktop_config.json:\n"
+            f"{json.dumps(config, indent=2)}\n"
+            f"or Claude Code: claude mcp add subcog -- {Path(exe).resolve()} serve\n"
+            "More clients are in README.md. Press Ctrl-C to stop.",
+            file=sys.stderr,
+        )
+    build_server(settings).run("stdio")
+    return 0
+
+
+def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    from subcog.memory import open_memory
+
+    memory = open_memory(settings)
+    if command == "remember":
+        result = memory.remember(args.text, args.tag, args.scope)
+        print(f"{result.status}: {result.id} (scope {result.scope})")
+    elif command == "recall":
+        recalled = memory.recall(args.query, args.limit, args.tag, args.scope, args.since, args.until)
+        if args.json:
+            _print_json(recalled.model_dump())
+        elif not recalled.memories:
+            print("No memories found.")
+        for found in recalled.memories if not args.json else []:
+            print(f"{found.score:.3f}  {found.id}  [{found.scope}] {found.content}")
+    elif command == "forget":
+        forgotten = memory.forget(args.ids)
+        for memory_id in forgotten.forgotten:
+            print(f"forgotten: {memory_id}")
+        for memory_id in forgotten.missing:
+            print(f"missing: {memory_id}")
+        return 0 if not forgotten.missing else 1
+    elif command == "list":
+        memories = memory.list(args.scope, args.limit)
+        if args.json:
+            _print_json([m.model_dump() for m in memories])
+        for stored in memories if not args.json else []:
+            tags = f" #{' #'.join(stored.tags)}" if stored.tags else ""
+            print(f"{stored.created_at}  {stored.id}  [{stored.scope}] {stored.content}{tags}")
+    elif command == "stats":
+        stats = memory.stats()
+        if args.json:
+            _print_json(stats.model_dump())
+        else:
+            for key, value in stats.model_dump().items():
+                print(f"{key}: {value}")
+    return 0
+
+
+def _doctor(settings: Settings) -> int:
+    from subcog.embedder import bundle_files, load_embedder, snapshot_dir
+    from subcog.memory import open_store
+
+    ok = True
+    print(f"subcog {__version__}, Python {sys.version.split()[0]}")
+    print(f"data dir (SUBCOG_DATA_DIR):   {settings.data_dir}")
+    print(f"cache dir (SUBCOG_CACHE_DIR): {settings.cache_dir}")
+    print(f"model path (SUBCOG_MODEL_PATH): {settings.model_path or 'unset'}")
+    print(f"cached model:   {snapshot_dir(settings.cache_dir) or 'none'}")
+    bundle = bundle_files()
+    print(f"offline bundle: {', '.join(map(str, bundle.values())) if bundle else 'not installed'}")
+    try:
+        embedder = load_embedder(settings)
+        vector = embedder.embed(["subcog doctor"])[0]
+        print(f"model: OK, {embedder.name} from {embedder.source.kind} ({embedder.source.location}), {vector.shape[0]} dimensions")
+    except SubcogError as exc:
+        ok = False
+        print(f"model: FAILED\n{exc}")
+    try:
+        store = open_store(settings)
+        print(f"store: OK, {store.count()} memories, {store.disk_bytes()} bytes in {store.data_dir}")
+    except SubcogError as exc:
+        ok = False
+        print(f"store: FAILED\n{exc}")
+    return 0 if ok else 1

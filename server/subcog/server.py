@@ -1,0 +1,243 @@
+"""The MCP edge: three tools over the domain service, and the background start-up.
+
+The server answers ``initialize`` at once. lancedb, fastembed and the model load in
+background threads; a tool call that comes before they are ready waits at most
+SUBCOG_LOAD_TIMEOUT seconds and then gets a ToolError that says what is loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Annotated, Generic, TypeVar
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from subcog import __version__
+from subcog import validation as check
+from subcog.config import Settings
+from subcog.errors import NotReady, SubcogError
+from subcog.embedder import load_embedder
+from subcog.memory import Forgotten, Memory, Recalled, Remembered, open_store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INSTRUCTIONS = (
+    "Long-term memory that persists across conversations. Call recall before answering "
+    "questions that may depend on what the user told you earlier. Call remember for durable "
+    "facts, preferences and decisions, one self-contained fact per memory. Call forget with "
+    "ids from recall when the user asks you to forget something or a fact is wrong."
+)
+
+
+class Loading(Generic[T]):
+    """A value built by a background thread; ``get`` waits for it a bounded time."""
+
+    def __init__(self, what: str, build: Callable[[], T]) -> None:
+        self.what = what
+        self._build = build
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._started_at: float | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started_at is not None:
+                return
+            self._started_at = time.monotonic()
+            threading.Thread(target=self._run, name=f"subcog-load-{self.what}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._build()
+            log.info("%s ready in %.2f s", self.what, time.monotonic() - (self._started_at or 0))
+        except BaseException as exc:
+            self._error = exc
+            if not isinstance(exc, SubcogError):
+                log.error("loading %s failed", self.what, exc_info=exc)
+        finally:
+            self._done.set()
+
+    def get(self, deadline: float) -> T:
+        self.start()
+        if not self._done.wait(max(0.0, deadline - time.monotonic())):
+            waited = time.monotonic() - (self._started_at or time.monotonic())
+            raise NotReady(
+                f"subcog is still loading {self.what} ({waited:.0f} s so far). "
+                "Retry this call in a few seconds."
+            )
+        if self._error is not None:
+            error = self._error
+            self._retry()
+            if isinstance(error, SubcogError):
+                raise error
+            raise SubcogError(f"Loading {self.what} failed: {error}") from error
+        assert self._value is not None
+        return self._value
+
+    def _retry(self) -> None:
+        """Forget a failure, so the next call tries again (the user may have fixed it)."""
+        with self._lock:
+            if self._done.is_set() and self._error is not None:
+                self._done.clear()
+                self._error = None
+                self._started_at = None
+
+
+class Service:
+    """Starts loading the store and the model, and hands out the Memory once both are ready."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Loading("the memory store", lambda: open_store(settings))
+        self.embedder = Loading("the embedding model", lambda: load_embedder(settings))
+        self._memory: Memory | None = None
+
+    def start(self) -> None:
+        self.store.start()
+        self.embedder.start()
+
+    def memory(self) -> Memory:
+        if self._memory is None:
+            deadline = time.monotonic() + self.settings.load_timeout
+            store = self.store.get(deadline)
+            embedder = self.embedder.get(deadline)
+            self._memory = Memory(store, embedder, self.settings)
+        return self._memory
+
+
+@contextmanager
+def _tool_errors(tool: str) -> Iterator[None]:
+    """Map domain errors to ToolError; other failures are logged with a traceback."""
+    try:
+        yield
+    except SubcogError as exc:
+        raise ToolError(str(exc)) from exc
+    except ToolError:
+        raise
+    except Exception as exc:
+        log.exception("%s failed", tool)
+        raise ToolError(
+            f"{tool} failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}). "
+            "The details are in subcog's log on stderr."
+        ) from exc
+
+
+Tags = Annotated[
+    list[str],
+    Field(description="Labels, each 1-64 letters, digits or . _ : / @ + # -"),
+]
+Scope = Annotated[
+    str | None,
+    Field(description="Namespace, e.g. a project name. Omit for the default scope."),
+]
+
+
+def build_server(settings: Settings | None = None) -> MCPServer:
+    settings = settings or Settings.from_env()
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer) -> AsyncIterator[None]:
+        service.start()  # returns at once: the handshake never waits for the model
+        yield
+
+    server = MCPServer(
+        "subcog",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+    )
+    server.service = service  # type: ignore[attr-defined]  # for tests and diagnostics
+
+    @server.tool(
+        annotations=ToolAnnotations(
+            title="Remember", readOnlyHint=False, destructiveHint=False, idempotentHint=True
+        ),
+        structured_output=True,
+    )
+    def remember(
+        content: Annotated[
+            str,
+            Field(
+                description="The fact to store, self-contained and verbatim.",
+                min_length=1,
+                max_length=settings.max_content_chars,
+            ),
+        ],
+        tags: Annotated[Tags, Field(max_length=settings.max_tags)] = [],  # noqa: B006
+        scope: Scope = None,
+        metadata: Annotated[
+            dict[str, str | int | float | bool] | None,
+            Field(description="Small key-value details, e.g. {\"source\": \"chat\"}."),
+        ] = None,
+    ) -> Remembered:
+        """Store a memory for later recall. Identical text in the same scope is stored once."""
+        with _tool_errors("remember"):
+            return service.memory().remember(content, tags, scope, metadata)
+
+    @server.tool(
+        annotations=ToolAnnotations(title="Recall", readOnlyHint=True, openWorldHint=False),
+        structured_output=True,
+    )
+    def recall(
+        query: Annotated[
+            str,
+            Field(
+                description="What to look for, in words.",
+                min_length=1,
+                max_length=check.MAX_QUERY_CHARS,
+            ),
+        ],
+        limit: Annotated[
+            int,
+            Field(description="How many memories to return.", ge=check.MIN_LIMIT, le=check.MAX_LIMIT),
+        ] = 5,
+        tags: Annotated[
+            Tags | None, Field(description="Only memories with all these tags.", max_length=settings.max_tags)
+        ] = None,
+        scope: Annotated[
+            str | None,
+            Field(description='Namespace to search; "*" searches all. Omit for the default.'),
+        ] = None,
+        since: Annotated[
+            str | None, Field(description="Only memories created at or after this ISO-8601 time.")
+        ] = None,
+        until: Annotated[
+            str | None, Field(description="Only memories created at or before this ISO-8601 time.")
+        ] = None,
+    ) -> Recalled:
+        """Find memories by meaning, best match first. Scores are cosine similarity, 0 to 1."""
+        with _tool_errors("recall"):
+            return service.memory().recall(query, limit, tags, scope, since, until)
+
+    @server.tool(
+        annotations=ToolAnnotations(
+            title="Forget", readOnlyHint=False, destructiveHint=True, idempotentHint=True
+        ),
+        structured_output=True,
+    )
+    def forget(
+        ids: Annotated[
+            list[str],
+            Field(
+                description="Ids of memories to delete, as returned by remember or recall.",
+                min_length=1,
+                max_length=check.MAX_IDS,
+            ),
+        ],
+    ) -> Forgotten:
+        """Delete memories by id, permanently."""
+        with _tool_errors("forget"):
+            return service.memory().forget(ids)
+
+    return server
