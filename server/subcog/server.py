@@ -5,7 +5,8 @@ background threads; a tool call that comes before they are ready waits at most
 SUBCOG_LOAD_TIMEOUT seconds and then gets a ToolError that says what is loading.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": the SDK evaluates the tool signatures, which
+# refer to this call's settings.
 
 import logging
 import threading
@@ -16,8 +17,8 @@ from typing import Annotated, Generic, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import Field
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
 
 from subcog import __version__
 from subcog import validation as check
@@ -132,6 +133,14 @@ def _tool_errors(tool: str) -> Iterator[None]:
         ) from exc
 
 
+def _result(value: BaseModel) -> CallToolResult:
+    """Structured content plus the same JSON, compact, as text: the model's context is dear."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=value.model_dump_json())],
+        structured_content=value.model_dump(mode="json"),
+    )
+
+
 Tags = Annotated[
     list[str],
     Field(description="Labels, each 1-64 letters, digits or . _ : / @ + # -"),
@@ -163,7 +172,6 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         annotations=ToolAnnotations(
             title="Remember", readOnlyHint=False, destructiveHint=False, idempotentHint=True
         ),
-        structured_output=True,
     )
     def remember(
         content: Annotated[
@@ -180,14 +188,13 @@ def build_server(settings: Settings | None = None) -> MCPServer:
             dict[str, str | int | float | bool] | None,
             Field(description="Small key-value details, e.g. {\"source\": \"chat\"}."),
         ] = None,
-    ) -> Remembered:
+    ) -> Annotated[CallToolResult, Remembered]:
         """Store a memory for later recall. Identical text in the same scope is stored once."""
         with _tool_errors("remember"):
-            return service.memory().remember(content, tags, scope, metadata)
+            return _result(service.memory().remember(content, tags, scope, metadata))
 
     @server.tool(
         annotations=ToolAnnotations(title="Recall", readOnlyHint=True, openWorldHint=False),
-        structured_output=True,
     )
     def recall(
         query: Annotated[
@@ -215,16 +222,15 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         until: Annotated[
             str | None, Field(description="Only memories created at or before this ISO-8601 time.")
         ] = None,
-    ) -> Recalled:
+    ) -> Annotated[CallToolResult, Recalled]:
         """Find memories by meaning, best match first. Scores are cosine similarity, 0 to 1."""
         with _tool_errors("recall"):
-            return service.memory().recall(query, limit, tags, scope, since, until)
+            return _result(service.memory().recall(query, limit, tags, scope, since, until))
 
     @server.tool(
         annotations=ToolAnnotations(
             title="Forget", readOnlyHint=False, destructiveHint=True, idempotentHint=True
         ),
-        structured_output=True,
     )
     def forget(
         ids: Annotated[
@@ -235,9 +241,9 @@ def build_server(settings: Settings | None = None) -> MCPServer:
                 max_length=check.MAX_IDS,
             ),
         ],
-    ) -> Forgotten:
+    ) -> Annotated[CallToolResult, Forgotten]:
         """Delete memories by id, permanently."""
         with _tool_errors("forget"):
-            return service.memory().forget(ids)
+            return _result(service.memory().forget(ids))
 
     return server

