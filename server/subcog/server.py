@@ -68,14 +68,17 @@ class Loading(Generic[T]):
         finally:
             self._done.set()
 
-    def get(self, deadline: float) -> T:
+    def wait(self, deadline: float) -> bool:
+        """Wait until the value is built or failed, or the deadline passes; True if done."""
         self.start()
-        if not self._done.wait(max(0.0, deadline - time.monotonic())):
-            waited = time.monotonic() - (self._started_at or time.monotonic())
-            raise NotReady(
-                f"subcog is still loading {self.what} ({waited:.0f} s so far). "
-                "Retry this call in a few seconds."
-            )
+        return self._done.wait(max(0.0, deadline - time.monotonic()))
+
+    def seconds_so_far(self) -> float:
+        started = self._started_at
+        return 0.0 if started is None else time.monotonic() - started
+
+    def get(self) -> T:
+        """The value, once wait() returned True. A failure is raised, and the next call retries."""
         if self._error is not None:
             error = self._error
             self._retry()
@@ -110,9 +113,14 @@ class Service:
     def memory(self) -> Memory:
         if self._memory is None:
             deadline = time.monotonic() + self.settings.load_timeout
-            store = self.store.get(deadline)
-            embedder = self.embedder.get(deadline)
-            self._memory = Memory(store, embedder, self.settings)
+            loading = [part for part in (self.store, self.embedder) if not part.wait(deadline)]
+            if loading:
+                waited = max(part.seconds_so_far() for part in loading)
+                raise NotReady(
+                    f"subcog is still loading {' and '.join(part.what for part in loading)} "
+                    f"({waited:.0f} s so far). Retry this call in a few seconds."
+                )
+            self._memory = Memory(self.store.get(), self.embedder.get(), self.settings)
         return self._memory
 
 

@@ -1,0 +1,68 @@
+"""The handshake never waits for the model: slow loading gives a clear, retryable ToolError."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from subcog.config import Settings
+from subcog.embedder import Embedder
+from subcog.errors import ModelUnavailable
+from subcog.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_server_answers_while_the_model_loads_and_tool_calls_say_retry(
+    monkeypatch: pytest.MonkeyPatch, embedder: Embedder
+) -> None:
+    release = threading.Event()
+
+    def slow_model(_settings: Settings) -> Embedder:
+        release.wait(timeout=60)
+        return embedder
+
+    monkeypatch.setattr("subcog.server.load_embedder", slow_model)
+    monkeypatch.setenv("SUBCOG_LOAD_TIMEOUT", "0.2")
+    async with Client(build_server(Settings.from_env())) as client:
+        # initialize already happened; listing tools must not wait for the model either.
+        assert len((await client.list_tools()).tools) == 3
+        result = await client.call_tool("remember", {"content": "too early"})
+        assert result.is_error
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "still loading" in text
+        assert "the embedding model" in text
+        assert "Retry" in text
+
+        release.set()
+        for _ in range(100):  # the load finishes in the background; retry as a client would
+            result = await client.call_tool("remember", {"content": "in time"})
+            if not result.is_error:
+                break
+        assert not result.is_error, result.content
+        assert result.structured_content is not None
+        assert result.structured_content["status"] == "created"
+
+
+async def test_a_failed_model_load_is_reported_and_retried_on_the_next_call(
+    monkeypatch: pytest.MonkeyPatch, embedder: Embedder
+) -> None:
+    attempts: list[int] = []
+
+    def flaky_model(_settings: Settings) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ModelUnavailable("no model here; install subcog[offline]")
+        return embedder
+
+    monkeypatch.setattr("subcog.server.load_embedder", flaky_model)
+    async with Client(build_server(Settings.from_env())) as client:
+        result = await client.call_tool("recall", {"query": "anything"})
+        assert result.is_error
+        assert "install subcog[offline]" in result.content[0].text  # type: ignore[union-attr]
+        result = await client.call_tool("recall", {"query": "anything"})
+        assert not result.is_error, result.content
+        assert len(attempts) == 2

@@ -1,0 +1,145 @@
+"""The real `subcog serve` process over stdio: persistence across restarts and a clean stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+pytestmark = pytest.mark.anyio
+
+
+def subcog_command() -> str:
+    here = Path(sys.executable).parent / "subcog"
+    found = str(here) if here.exists() else shutil.which("subcog")
+    assert found, "the subcog console script is not installed"
+    return found
+
+
+def server_params() -> StdioServerParameters:
+    return StdioServerParameters(command=subcog_command(), args=["serve"], env=dict(os.environ))
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def test_memory_survives_a_restart_and_forget_removes_it() -> None:
+    async with Client(stdio_client(server_params())) as client:
+        stored = await call(
+            client, "remember", content="The quarterly planning offsite is in Lisbon.", tags=["work"]
+        )
+        await call(client, "remember", content="My favourite tea is genmaicha.")
+
+    async with Client(stdio_client(server_params())) as client:
+        found = await call(client, "recall", query="Where is the planning offsite?", limit=1)
+        assert [m["id"] for m in found["memories"]] == [stored["id"]]
+        assert found["memories"][0]["tags"] == ["work"]
+        assert await call(client, "forget", ids=[stored["id"]]) == {
+            "forgotten": [stored["id"]],
+            "missing": [],
+        }
+        after = await call(client, "recall", query="Where is the planning offsite?", limit=10)
+        assert stored["id"] not in [m["id"] for m in after["memories"]]
+
+    async with Client(stdio_client(server_params())) as client:
+        after = await call(client, "recall", query="planning offsite Lisbon", limit=10)
+        assert stored["id"] not in [m["id"] for m in after["memories"]]
+
+
+async def test_bad_input_over_stdio_is_a_tool_error() -> None:
+    async with Client(stdio_client(server_params())) as client:
+        result = await client.call_tool("forget", {"ids": ["x' OR '1'='1"]})
+        assert result.is_error
+        assert "is not a memory id" in result.content[0].text  # type: ignore[union-attr]
+
+
+def test_every_byte_on_stdout_is_a_json_rpc_message() -> None:
+    requests: list[dict[str, Any]] = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "stdout-test", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "remember", "arguments": {"content": "stdout stays clean"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 4,
+            "method": "tools/call",
+            "params": {"name": "recall", "arguments": {"query": "clean stdout"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "tools/call",
+            "params": {"name": "recall", "arguments": {"query": "x", "since": "never"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 6,
+            "method": "tools/call",
+            "params": {"name": "forget", "arguments": {"ids": ["0" * 32]}},
+        },
+    ]
+    env = {**os.environ, "SUBCOG_LOAD_TIMEOUT": "60"}
+    seen: list[dict[str, Any]] = []
+    lines: queue.Queue[bytes] = queue.Queue()
+    with subprocess.Popen(
+        [subcog_command(), "serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        stdout = proc.stdout
+        threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+        try:
+            for request in requests:
+                proc.stdin.write(json.dumps(request).encode() + b"\n")
+                proc.stdin.flush()
+                while "id" in request and request["id"] not in {m.get("id") for m in seen}:
+                    line = lines.get(timeout=60)
+                    assert line.endswith(b"\n")
+                    message = json.loads(line)  # every line must be one JSON-RPC message
+                    assert message["jsonrpc"] == "2.0"
+                    seen.append(message)
+            proc.stdin.close()
+            assert proc.wait(timeout=30) == 0
+        finally:
+            proc.kill()
+        stderr = proc.stderr.read()
+    while not lines.empty():
+        assert json.loads(lines.get())["jsonrpc"] == "2.0"
+    results = {m["id"]: m for m in seen if "id" in m}
+    assert set(results) == {1, 2, 3, 4, 5, 6}
+    assert results[5]["result"]["isError"] is True
+    assert results[3]["result"]["structuredContent"]["status"] == "created"
+    assert b"subcog" in stderr  # the start-up note went to stderr, not stdout

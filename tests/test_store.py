@@ -1,0 +1,87 @@
+"""The LanceDB table: schema, ownership, model records and reopening."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from subcog.config import Settings
+from subcog.embedder import DIMENSION, MODEL_NAME, Embedder
+from subcog.errors import ModelMismatch
+from subcog.memory import Memory, open_store
+from subcog.store import Store
+
+
+def test_the_table_has_the_documented_schema_and_records_the_model(settings: Settings) -> None:
+    store = open_store(settings)
+    schema = store._table.schema
+    assert schema.field("id").type == pa.string()
+    assert not schema.field("id").nullable
+    assert schema.field("vector").type == pa.list_(pa.float32(), DIMENSION)
+    assert schema.field("created_at").type == pa.timestamp("us", tz="UTC")
+    for name in ("tags", "scope", "metadata", "content_hash", "content"):
+        assert name in schema.names
+    assert schema.metadata[b"subcog.model"] == MODEL_NAME.encode()
+    assert schema.metadata[b"subcog.dimension"] == str(DIMENSION).encode()
+
+
+def test_the_data_dir_is_private_to_its_owner(settings: Settings) -> None:
+    open_store(settings)
+    assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
+
+
+def test_a_store_built_with_another_model_is_refused_with_a_clear_error(
+    settings: Settings,
+) -> None:
+    Store(settings.data_dir, "BAAI/bge-small-en-v1.5", DIMENSION)
+    with pytest.raises(ModelMismatch, match=r"BAAI/bge-small-en-v1\.5.*all-MiniLM-L6-v2"):
+        open_store(settings)
+
+
+def test_memories_are_there_after_reopening(settings: Settings, embedder: Embedder) -> None:
+    first = Memory(open_store(settings), embedder, settings)
+    stored = first.remember("The boiler was serviced in March.", tags=["home"])
+    second = Memory(open_store(settings), embedder, settings)
+    found = second.recall("When was the boiler serviced?", limit=1).memories
+    assert [m.id for m in found] == [stored.id]
+    assert found[0].tags == ["home"]
+
+
+def test_a_write_in_one_handle_is_seen_by_another_at_once(
+    settings: Settings, embedder: Embedder
+) -> None:
+    reader = Memory(open_store(settings), embedder, settings)
+    assert reader.recall("greenhouse tomatoes").memories == []
+    writer = Memory(open_store(settings), embedder, settings)
+    stored = writer.remember("The greenhouse tomatoes need water daily.")
+    assert [m.id for m in reader.recall("greenhouse tomatoes").memories] == [stored.id]
+
+
+def test_list_and_stats_describe_the_store(memory: Memory, settings: Settings) -> None:
+    memory.remember("first", scope="a")
+    memory.remember("second", scope="b", tags=["x"])
+    newest_first = memory.list("*", 10)
+    assert [m.content for m in newest_first] == ["second", "first"]
+    assert [m.content for m in memory.list("a", 10)] == ["first"]
+    stats = memory.stats()
+    assert stats.count == 2
+    assert stats.scopes == {"a": 1, "b": 1}
+    assert stats.data_dir == str(settings.data_dir)
+    assert stats.model == MODEL_NAME
+    assert stats.disk_bytes > 0
+
+
+def test_upkeep_compacts_without_losing_memories(memory: Memory) -> None:
+    ids = [memory.remember(f"Fact number {i} about compaction.").id for i in range(12)]
+    memory.forget(ids[:2])
+    assert memory.store.upkeep()
+    assert memory.store.count() == 10
+    found = memory.recall("fact about compaction", limit=50).memories
+    assert {m.id for m in found} == set(ids[2:])
+
+
+def test_data_dir_env_is_respected(tmp_path: Path, settings: Settings) -> None:
+    assert settings.data_dir == tmp_path / "data"
