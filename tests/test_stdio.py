@@ -40,7 +40,10 @@ async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
 async def test_memory_survives_a_restart_and_forget_removes_it() -> None:
     async with Client(stdio_client(server_params())) as client:
         stored = await call(
-            client, "remember", content="The quarterly planning offsite is in Lisbon.", tags=["work"]
+            client,
+            "remember",
+            content="The quarterly planning offsite is in Lisbon.",
+            tags=["work"],
         )
         await call(client, "remember", content="My favourite tea is genmaicha.")
 

@@ -64,7 +64,9 @@ async def test_recall_results_are_best_first_with_scores_in_unit_range(client: C
     assert "Python" in found[-1]["content"]
 
 
-async def test_remember_same_content_with_other_whitespace_returns_existing_id(client: Client) -> None:
+async def test_remember_same_content_with_other_whitespace_returns_existing_id(
+    client: Client,
+) -> None:
     first = await call(client, "remember", content="Deploys happen on Tuesdays.")
     again = await call(client, "remember", content="  Deploys   happen on\nTuesdays. ")
     assert again == {**first, "status": "exists"}
@@ -136,7 +138,10 @@ async def test_forget_deletes_and_reports_missing_ids(client: Client) -> None:
     assert result == {"forgotten": [gone["id"]], "missing": [unknown]}
     found = await call(client, "recall", query="wifi", limit=10)
     assert [m["id"] for m in found["memories"]] == [kept["id"]]
-    assert await call(client, "forget", ids=[gone["id"]]) == {"forgotten": [], "missing": [gone["id"]]}
+    assert await call(client, "forget", ids=[gone["id"]]) == {
+        "forgotten": [],
+        "missing": [gone["id"]],
+    }
 
 
 async def test_forgotten_content_can_be_remembered_again(client: Client) -> None:
@@ -153,11 +158,15 @@ async def test_forgotten_content_can_be_remembered_again(client: Client) -> None
         ("remember", {"content": ""}, "at least 1 character"),
         ("remember", {"content": "   \n\t "}, "content is empty"),
         ("remember", {"content": "x" * 1_000_000}, "at most 8000 characters"),
-        ("remember", {"content": "ok", "tags": [f"t{i}" for i in range(10_000)]}, "at most 20 items"),
+        (
+            "remember",
+            {"content": "ok", "tags": [f"t{i}" for i in range(10_000)]},
+            "at most 20 items",
+        ),
         ("remember", {"content": "ok", "tags": ["has space"]}, "tag 'has space' is not allowed"),
         ("remember", {"content": "ok", "tags": ["it's"]}, "is not allowed"),
         ("remember", {"content": "ok", "tags": [""]}, "is not allowed"),
-        ("remember", {"content": "ok", "scope": "a'b"}, "scope \"a'b\" is not allowed"),
+        ("remember", {"content": "ok", "scope": "a'b"}, 'scope "a\'b" is not allowed'),
         ("remember", {"content": "ok", "scope": "*"}, "is not allowed"),
         ("remember", {"content": "ok", "metadata": {"k": {"nested": 1}}}, "metadata"),
         ("remember", {"content": "ok", "metadata": {"k": "v" * 5000}}, "the limit is 4096"),

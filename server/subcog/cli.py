@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub["forget"].add_argument("ids", nargs="+", metavar="ID")
 
-    sub["list"].add_argument("--scope", help="namespace, or '*' for all (default: all)", default="*")
+    sub["list"].add_argument(
+        "--scope", help="namespace, or '*' for all (default: all)", default="*"
+    )
     sub["list"].add_argument("--limit", type=int, default=20)
     sub["list"].add_argument("--json", action="store_true", help="print JSON")
 
@@ -97,7 +99,9 @@ def _serve(settings: Settings) -> int:
         file=sys.stderr,
     )
     if sys.stdin.isatty():
-        config = {"mcpServers": {"subcog": {"command": str(Path(exe).resolve()), "args": ["serve"]}}}
+        config = {
+            "mcpServers": {"subcog": {"command": str(Path(exe).resolve()), "args": ["serve"]}}
+        }
         print(
             "It speaks JSON-RPC on stdin/stdout and is meant to be started by an MCP client.\n"
             "Connect one, for example Claude Desktop's claude_desktop_config.json:\n"
@@ -118,7 +122,9 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
         result = memory.remember(args.text, args.tag, args.scope)
         print(f"{result.status}: {result.id} (scope {result.scope})")
     elif command == "recall":
-        recalled = memory.recall(args.query, args.limit, args.tag, args.scope, args.since, args.until)
+        recalled = memory.recall(
+            args.query, args.limit, args.tag, args.scope, args.since, args.until
+        )
         if args.json:
             _print_json(recalled.model_dump())
         elif not recalled.memories:
@@ -164,13 +170,17 @@ def _doctor(settings: Settings) -> int:
     try:
         embedder = load_embedder(settings)
         vector = embedder.embed(["subcog doctor"])[0]
-        print(f"model: OK, {embedder.name} from {embedder.source.kind} ({embedder.source.location}), {vector.shape[0]} dimensions")
+        source = embedder.source
+        print(f"model: OK, {embedder.name}, {vector.shape[0]} dimensions")
+        print(f"  from {source.kind}: {source.location}")
     except SubcogError as exc:
         ok = False
         print(f"model: FAILED\n{exc}")
     try:
         store = open_store(settings)
-        print(f"store: OK, {store.count()} memories, {store.disk_bytes()} bytes in {store.data_dir}")
+        print(
+            f"store: OK, {store.count()} memories, {store.disk_bytes()} bytes in {store.data_dir}"
+        )
     except SubcogError as exc:
         ok = False
         print(f"store: FAILED\n{exc}")

@@ -114,7 +114,9 @@ class Settings:
             raise InvalidSetting(f"SUBCOG_SCOPE: {exc}") from None
         level = env.get("SUBCOG_LOG_LEVEL", "").strip().upper() or "INFO"
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise InvalidSetting(f"SUBCOG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}.")
+            raise InvalidSetting(
+                f"SUBCOG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}."
+            )
         return cls(
             data_dir=_path(env, "SUBCOG_DATA_DIR") or _default_data_dir(),
             cache_dir=_path(env, "SUBCOG_CACHE_DIR") or _default_cache_dir(),

@@ -204,7 +204,9 @@ def load_embedder(settings: Settings) -> Embedder:
         try:
             model = _fastembed(specific_model_path=str(path))
         except Exception as exc:
-            raise ModelUnavailable(f"Could not load the model in SUBCOG_MODEL_PATH={path}: {exc}") from exc
+            raise ModelUnavailable(
+                f"Could not load the model in SUBCOG_MODEL_PATH={path}: {exc}"
+            ) from exc
         return Embedder(model, ModelSource("path", path))
 
     failures: list[str] = []
@@ -214,7 +216,9 @@ def load_embedder(settings: Settings) -> Embedder:
             return Embedder(_load_cached(cache_dir), ModelSource("cache", snapshot))
         except Exception as exc:
             failures.append(f"cache {snapshot}: {exc}")
-            log.warning("the cached model in %s did not load (%s); trying the next source", snapshot, exc)
+            log.warning(
+                "the cached model in %s did not load (%s); trying the next source", snapshot, exc
+            )
 
     snapshot = assemble_bundle(cache_dir)
     if snapshot is not None:

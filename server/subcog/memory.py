@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from subcog import validation as check
 from subcog.config import Settings
+from subcog.errors import InvalidInput
 
 if TYPE_CHECKING:
     from subcog.embedder import Embedder
@@ -127,7 +128,9 @@ class Memory:
                 scope=where,
                 created_at=check.iso(existing["created_at"]),
             )
-        return Remembered(id=row.id, status="created", scope=where, created_at=check.iso(row.created_at))
+        return Remembered(
+            id=row.id, status="created", scope=where, created_at=check.iso(row.created_at)
+        )
 
     def recall(
         self,
@@ -168,7 +171,7 @@ class Memory:
         from subcog.store import Filter
 
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise check.InvalidInput("limit must be a whole number of at least 1.")
+            raise InvalidInput("limit must be a whole number of at least 1.")
         where = Filter(scope=None if scope == check.ALL_SCOPES else self._scope(scope))
         return [StoredMemory(**_stored(row)) for row in self.store.recent(where, limit)]
 

@@ -23,8 +23,8 @@ from pydantic import BaseModel, Field
 from subcog import __version__
 from subcog import validation as check
 from subcog.config import Settings
-from subcog.errors import NotReady, SubcogError
 from subcog.embedder import load_embedder
+from subcog.errors import NotReady, SubcogError
 from subcog.memory import Forgotten, Memory, Recalled, Remembered, open_store
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
 
     @server.tool(
         annotations=ToolAnnotations(
-            title="Remember", readOnlyHint=False, destructiveHint=False, idempotentHint=True
+            title="Remember", read_only_hint=False, destructive_hint=False, idempotent_hint=True
         ),
     )
     def remember(
@@ -194,7 +194,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         scope: Scope = None,
         metadata: Annotated[
             dict[str, str | int | float | bool] | None,
-            Field(description="Small key-value details, e.g. {\"source\": \"chat\"}."),
+            Field(description='Small key-value details, e.g. {"source": "chat"}.'),
         ] = None,
     ) -> Annotated[CallToolResult, Remembered]:
         """Store a memory for later recall. Identical text in the same scope is stored once."""
@@ -202,7 +202,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
             return _result(service.memory().remember(content, tags, scope, metadata))
 
     @server.tool(
-        annotations=ToolAnnotations(title="Recall", readOnlyHint=True, openWorldHint=False),
+        annotations=ToolAnnotations(title="Recall", read_only_hint=True, open_world_hint=False),
     )
     def recall(
         query: Annotated[
@@ -215,10 +215,13 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         ],
         limit: Annotated[
             int,
-            Field(description="How many memories to return.", ge=check.MIN_LIMIT, le=check.MAX_LIMIT),
+            Field(
+                description="How many memories to return.", ge=check.MIN_LIMIT, le=check.MAX_LIMIT
+            ),
         ] = 5,
         tags: Annotated[
-            Tags | None, Field(description="Only memories with all these tags.", max_length=settings.max_tags)
+            Tags | None,
+            Field(description="Only memories with all these tags.", max_length=settings.max_tags),
         ] = None,
         scope: Annotated[
             str | None,
@@ -237,7 +240,7 @@ def build_server(settings: Settings | None = None) -> MCPServer:
 
     @server.tool(
         annotations=ToolAnnotations(
-            title="Forget", readOnlyHint=False, destructiveHint=True, idempotentHint=True
+            title="Forget", read_only_hint=False, destructive_hint=True, idempotent_hint=True
         ),
     )
     def forget(

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -201,10 +201,8 @@ class Store:
         total = 0
         for root, _dirs, files in os.walk(self.data_dir):
             for name in files:
-                try:
+                with suppress(OSError):  # a file removed by upkeep meanwhile
                     total += os.path.getsize(os.path.join(root, name))
-                except OSError:
-                    pass
         return total
 
     # Writes

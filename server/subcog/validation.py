@@ -141,7 +141,9 @@ def check_time(name: str, value: object) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(f"{name} must be an ISO-8601 date or time, e.g. 2025-01-31 or 2025-01-31T09:30:00Z.")
+        raise InvalidInput(
+            f"{name} must be an ISO-8601 date or time, e.g. 2025-01-31 or 2025-01-31T09:30:00Z."
+        )
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
