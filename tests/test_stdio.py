@@ -146,3 +146,15 @@ def test_every_byte_on_stdout_is_a_json_rpc_message() -> None:
     assert results[5]["result"]["isError"] is True
     assert results[3]["result"]["structuredContent"]["status"] == "created"
     assert b"subcog" in stderr  # the start-up note went to stderr, not stdout
+
+
+def test_the_example_client_remembers_and_recalls_by_paraphrase() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "client.py"
+    proc = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    out = proc.stdout.decode()
+    assert out.count("remembered:") == 3
+    recalled = json.loads(out.split("):\n", 1)[1])
+    assert "deploy-staging.sh" in recalled["memories"][0]["content"]
