@@ -20,7 +20,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 ## Start the stdio MCP server on the default store (see README for connecting a client).
 run: $(VENV)/.installed-run
-	$(BIN)/subcog serve
+	@$(BIN)/subcog serve
 
 ## Run the whole test suite.
 test: $(VENV)/.installed-dev
