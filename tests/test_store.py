@@ -74,13 +74,25 @@ def test_list_and_stats_describe_the_store(memory: Memory, settings: Settings) -
     assert stats.disk_bytes > 0
 
 
-def test_upkeep_compacts_without_losing_memories(memory: Memory) -> None:
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_forget_erases_the_text_from_every_file_and_keeps_the_rest(memory: Memory) -> None:
+    marker = "zebra-marker-5f1e2c"
     ids = [memory.remember(f"Fact number {i} about compaction.").id for i in range(12)]
-    memory.forget(ids[:2])
-    assert memory.store.upkeep()
-    assert memory.store.count() == 10
+    secret = memory.remember(f"The alarm code is {marker}.").id
+    memory.store.upkeep()  # one compacted fragment: the hard case, a lone fragment
+    assert files_containing(memory.settings.data_dir, marker.encode())
+
+    assert memory.forget([secret, ids[0]]).forgotten == [secret, ids[0]]
+    memory.store.erase_now()
+
+    assert files_containing(memory.settings.data_dir, marker.encode()) == []
+    assert memory.store.count() == 11
     found = memory.recall("fact about compaction", limit=50).memories
-    assert {m.id for m in found} == set(ids[2:])
+    assert {m.id for m in found} == set(ids[1:])
+    assert not (memory.settings.data_dir / ".erase-pending").exists()
 
 
 def test_data_dir_env_is_respected(tmp_path: Path, settings: Settings) -> None:

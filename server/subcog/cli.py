@@ -133,6 +133,9 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
             print(f"{found.score:.3f}  {found.id}  [{found.scope}] {found.content}")
     elif command == "forget":
         forgotten = memory.forget(args.ids)
+        if forgotten.forgotten:
+            print("erasing the forgotten memories from disk...", file=sys.stderr)
+            memory.store.erase_now()
         for memory_id in forgotten.forgotten:
             print(f"forgotten: {memory_id}")
         for memory_id in forgotten.missing:

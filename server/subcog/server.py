@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Annotated, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -26,6 +26,9 @@ from subcog.config import Settings
 from subcog.embedder import load_embedder
 from subcog.errors import NotReady, SubcogError
 from subcog.memory import Forgotten, Memory, Recalled, Remembered, open_store
+
+if TYPE_CHECKING:
+    from subcog.store import Store  # imports lancedb: never at start-up
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,7 +105,7 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Loading("the memory store", lambda: open_store(settings))
+        self.store = Loading("the memory store", lambda: _watched(open_store(settings)))
         self.embedder = Loading("the embedding model", lambda: load_embedder(settings))
         self._memory: Memory | None = None
 
@@ -122,6 +125,11 @@ class Service:
                 )
             self._memory = Memory(self.store.get(), self.embedder.get(), self.settings)
         return self._memory
+
+
+def _watched(store: "Store") -> "Store":
+    store.watch()  # a server lives long: it also finishes upkeep that others asked for
+    return store
 
 
 @contextmanager

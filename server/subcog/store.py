@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -25,9 +27,10 @@ import pyarrow as pa
 from filelock import FileLock, Timeout
 from lancedb.expr import col, lit
 
-from subcog.errors import ModelMismatch, StoreBusy
+from subcog.errors import ModelMismatch, StoreBusy, SubcogError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TABLE = "memories"
 SCHEMA_VERSION = "1"
@@ -35,9 +38,17 @@ LOCK_TIMEOUT_S = 30.0
 # Every add or delete makes a LanceDB version and, for adds, a fragment. Compacting after this
 # many writes by one process keeps the table small and searches fast.
 UPKEEP_EVERY = 50
-# Old versions are kept this long after compaction, so a reader in another process that is
-# in the middle of a query does not find its files gone.
-KEEP_OLD_VERSIONS = timedelta(seconds=10)
+# Old versions are kept this long after compaction, so that a reader in another process in the
+# middle of a query rarely finds its files gone (and when it does, the read is retried).
+KEEP_OLD_VERSIONS = timedelta(seconds=4)
+# How often a long-running process looks for upkeep that another process asked for.
+UPKEEP_POLL_S = 10.0
+READ_ATTEMPTS = 5
+WRITE_ATTEMPTS = 8
+# A row that only exists while forgotten rows are erased: see Store._erase. Its empty scope
+# cannot be a user's scope, and every read excludes it.
+PADDING_SCOPE = ""
+LIVE = (col("scope") != lit(PADDING_SCOPE)).to_sql()
 MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]
 
 
@@ -70,8 +81,8 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
 
-    def sql(self) -> str | None:
-        parts: list[str] = []
+    def sql(self) -> str:
+        parts: list[str] = [LIVE]
         if self.scope is not None:
             parts.append((col("scope") == lit(self.scope)).to_sql())
         if self.tags:
@@ -83,7 +94,7 @@ class Filter:
             parts.append((col("created_at") >= lit(_naive_utc(self.since))).to_sql())
         if self.until is not None:
             parts.append((col("created_at") <= lit(_naive_utc(self.until))).to_sql())
-        return " AND ".join(parts) or None
+        return " AND ".join(parts)
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -103,9 +114,25 @@ class Row:
     created_at: datetime
 
 
+def _retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
+    """Run action, retrying with backoff: LanceDB commits can conflict with another process's,
+    and a read can lose files to another process's cleanup. Both succeed on a fresh try."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (SubcogError, ValueError, TypeError):
+            raise
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.debug("%s failed (%s); retry %d", what, exc, attempt)
+            time.sleep(min(0.5, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class Store:
-    """One data directory: the LanceDB table plus its lock file."""
+    """One data directory: the LanceDB table, its lock file and its upkeep."""
 
     data_dir: Path
     model: str
@@ -127,6 +154,12 @@ class Store:
                 self._table = db.create_table(TABLE, schema=schema(self.model, self.dimension))
                 self._table.set_unenforced_primary_key("id")
         self._check_model()
+        if self._erase_pending() is not None:
+            self._upkeep_soon()  # a process that exited left forgotten rows to erase
+
+    @property
+    def _erase_marker(self) -> Path:
+        return self.data_dir / ".erase-pending"
 
     def _check_model(self) -> None:
         meta = {k.decode(): v.decode() for k, v in (self._table.schema.metadata or {}).items()}
@@ -153,47 +186,66 @@ class Store:
         finally:
             self._lock.release()
 
-    # Reads
+    # Reads: each sees the latest committed version, and is retried if another process's
+    # cleanup removed files under it.
+
+    def _read(self, what: str, action: Callable[[], T]) -> T:
+        return _retrying(READ_ATTEMPTS, what, action)
 
     def find_by_hash(self, scope: str, content_hash: str) -> dict[str, Any] | None:
         where = ((col("scope") == lit(scope)) & (col("content_hash") == lit(content_hash))).to_sql()
-        rows = self._table.search().where(where).select(["id", "created_at"]).limit(1).to_list()
+        rows = self._read(
+            "duplicate check",
+            lambda: (
+                self._table.search().where(where).select(["id", "created_at"]).limit(1).to_list()
+            ),
+        )
         return rows[0] if rows else None
 
     def search(
         self, vector: npt.NDArray[np.float32], limit: int, where: Filter
     ) -> list[dict[str, Any]]:
         """The nearest memories by cosine distance, exact, with the filter applied first."""
-        query = self._table.search(vector).distance_type("cosine")
         sql = where.sql()
-        if sql:
-            query = query.where(sql, prefilter=True)
-        result: list[dict[str, Any]] = (
-            query.select([*MEMORY_COLUMNS, "_distance"]).limit(limit).to_list()
-        )
-        return result
+
+        def run() -> list[dict[str, Any]]:
+            query = self._table.search(vector).distance_type("cosine").where(sql, prefilter=True)
+            rows: list[dict[str, Any]] = (
+                query.select([*MEMORY_COLUMNS, "_distance"]).limit(limit).to_list()
+            )
+            return rows
+
+        return self._read("search", run)
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
-        rows = self._table.search().where(col("id").isin(list(ids)).to_sql()).select(["id"])
-        return {row["id"] for row in rows.limit(len(ids)).to_list()}
+        where = f"{LIVE} AND {col('id').isin(list(ids)).to_sql()}"
+        rows = self._read(
+            "id lookup",
+            lambda: self._table.search().where(where).select(["id"]).limit(len(ids)).to_list(),
+        )
+        return {row["id"] for row in rows}
 
     def recent(self, where: Filter, limit: int) -> list[dict[str, Any]]:
-        query = self._table.search()
         sql = where.sql()
-        if sql:
-            query = query.where(sql)
-        table = query.select(MEMORY_COLUMNS).limit(None).to_arrow()
-        table = table.sort_by([("created_at", "descending")]).slice(0, limit)
-        rows: list[dict[str, Any]] = table.to_pylist()
+        table = self._read(
+            "list",
+            lambda: self._table.search().where(sql).select(MEMORY_COLUMNS).limit(None).to_arrow(),
+        )
+        rows: list[dict[str, Any]] = (
+            table.sort_by([("created_at", "descending")]).slice(0, limit).to_pylist()
+        )
         return rows
 
     def count(self) -> int:
-        return int(self._table.count_rows())
+        return int(self._read("count", lambda: self._table.count_rows(LIVE)))
 
     def scopes(self) -> dict[str, int]:
-        scopes = self._table.search().select(["scope"]).limit(None).to_arrow()["scope"]
+        scopes = self._read(
+            "scopes",
+            lambda: self._table.search().where(LIVE).select(["scope"]).limit(None).to_arrow(),
+        )["scope"]
         counts = pa.compute.value_counts(scopes).to_pylist()
         return {item["values"]: item["counts"] for item in counts}
 
@@ -205,7 +257,10 @@ class Store:
                     total += os.path.getsize(os.path.join(root, name))
         return total
 
-    # Writes
+    # Writes: serialised across processes by the lock file, and retried on a commit conflict.
+
+    def _write(self, what: str, action: Callable[[], T]) -> T:
+        return _retrying(WRITE_ATTEMPTS, what, action)
 
     def add_unless_duplicate(self, row: Row) -> dict[str, Any] | None:
         """Add row, unless its content already exists in its scope: then return that memory.
@@ -217,18 +272,24 @@ class Store:
             existing = self.find_by_hash(row.scope, row.content_hash)
             if existing is not None:
                 return existing
-            self._table.add(self._arrow([row]))
+            data = self._arrow([row])
+            self._write("add", lambda: self._table.add(data))
         self._wrote(1)
         return None
 
     def delete(self, ids: Sequence[str]) -> list[str]:
-        """Delete the memories with these ids; return the ids that existed."""
+        """Delete the memories with these ids; return the ids that existed.
+
+        The rows stop being returned at once. Their bytes stay in LanceDB's files until upkeep
+        erases them, which this schedules straight away (see _erase).
+        """
         with self._locked():
             found = self.existing(ids)
             if found:
-                self._table.delete(col("id").isin(sorted(found)))
+                self._write("delete", lambda: self._table.delete(col("id").isin(sorted(found))))
+                self._erase_marker.write_text(uuid.uuid4().hex)
         if found:
-            self._wrote(len(found))
+            self._upkeep_soon()
         return [memory_id for memory_id in ids if memory_id in found]
 
     def _arrow(self, rows: Sequence[Row]) -> pa.Table:
@@ -247,18 +308,42 @@ class Store:
             schema=self._table.schema,
         )
 
-    # Upkeep
+    # Upkeep: compaction, version cleanup and erasure, one process at a time, never inside a
+    # tool call: it runs in a background thread and only when the write lock is free.
 
     def _wrote(self, count: int) -> None:
         self._writes += count
         if self._writes >= UPKEEP_EVERY:
             self._writes = 0
-            threading.Thread(target=self.upkeep, name="subcog-upkeep", daemon=True).start()
+            self._upkeep_soon()
+
+    def _upkeep_soon(self, delay: float = 0.0) -> None:
+        timer = threading.Timer(delay, self.upkeep)
+        timer.name = "subcog-upkeep"
+        timer.daemon = True
+        timer.start()
+
+    def watch(self) -> None:
+        """For long-running processes: look now and then for upkeep that another process left."""
+
+        def poll() -> None:
+            while True:
+                time.sleep(UPKEEP_POLL_S)
+                if self._erase_pending() is not None:
+                    self.upkeep()
+
+        threading.Thread(target=poll, name="subcog-upkeep-watch", daemon=True).start()
+
+    def _erase_pending(self) -> str | None:
+        try:
+            return self._erase_marker.read_text()
+        except OSError:
+            return None
 
     def upkeep(self) -> bool:
-        """Compact fragments and drop old versions, unless another process is writing.
+        """Compact fragments, erase forgotten rows and drop old versions.
 
-        Returns whether it ran. It never waits for the lock: a busy store is compacted later.
+        Returns whether it ran: it never waits for the lock, so a busy store is done later.
         """
         if not self._upkeep_running.acquire(blocking=False):
             return False
@@ -266,14 +351,58 @@ class Store:
             try:
                 self._lock.acquire(timeout=0)
             except Timeout:
+                if self._erase_pending() is not None:  # erasure must not wait for the next write
+                    self._upkeep_soon(delay=1.0)
                 return False
             try:
-                self._table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
+                erasing = self._erase_pending()
+                if erasing is not None:
+                    self._erase()
+                else:
+                    self._table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
+                if erasing is not None and self._erase_pending() == erasing:
+                    self._erase_marker.unlink()
             finally:
                 self._lock.release()
+            if erasing is not None:
+                # The versions from before the erasure are dropped once they are old enough.
+                self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
             return True
         except Exception:
-            log.exception("store upkeep failed; it will be tried again after later writes")
+            log.exception("store upkeep failed; it will be tried again later")
             return False
         finally:
             self._upkeep_running.release()
+
+    def _erase(self) -> None:
+        """Rewrite the fragments that hold deleted rows, so the deleted bytes leave the files.
+
+        LanceDB only marks rows deleted, and its compaction leaves a lone fragment with few
+        deletions as it is. A padding row in a fragment of its own makes that fragment a
+        neighbour to merge with, so compaction rewrites it without the deleted rows. The padding
+        row is then deleted too; it holds nothing but zeros.
+        """
+        padding = Row(
+            id=f"padding-{uuid.uuid4().hex}",
+            content="",
+            content_hash="",
+            vector=np.zeros(self.dimension, dtype=np.float32),
+            tags=[],
+            scope=PADDING_SCOPE,
+            metadata="{}",
+            created_at=datetime.now(timezone.utc),
+        )
+        data = self._arrow([padding])
+        self._write("erase", lambda: self._table.add(data))
+        self._table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
+        self._write("erase", lambda: self._table.delete(col("scope") == lit(PADDING_SCOPE)))
+
+    def erase_now(self) -> None:
+        """Erase forgotten rows before returning, for a process about to exit (the CLI)."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while self._erase_pending() is not None and time.monotonic() < deadline:
+            if not self.upkeep():
+                time.sleep(0.2)
+        time.sleep(KEEP_OLD_VERSIONS.total_seconds() + 0.5)
+        with self._locked():
+            self._table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
