@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,28 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from mcp.client.stdio import stdio_client
 
+from tests.servers import call, server_params, subcog_command
+
 pytestmark = pytest.mark.anyio
-
-
-def subcog_command() -> str:
-    here = Path(sys.executable).parent / "subcog"
-    found = str(here) if here.exists() else shutil.which("subcog")
-    assert found, "the subcog console script is not installed"
-    return found
-
-
-def server_params() -> StdioServerParameters:
-    return StdioServerParameters(command=subcog_command(), args=["serve"], env=dict(os.environ))
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def test_memory_survives_a_restart_and_forget_removes_it() -> None:
