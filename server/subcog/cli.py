@@ -19,7 +19,7 @@ log = logging.getLogger("subcog")
 
 # name -> one-line help; the README must document each (checked by a test).
 COMMANDS = {
-    "serve": "Serve MCP over stdio (the default when no command is given).",
+    "serve": "Serve MCP over stdio (the default), or streamable HTTP with --transport http.",
     "remember": "Store a memory.",
     "recall": "Find memories by meaning.",
     "forget": "Delete memories by id.",
@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         commands.add_parser(name, help=text, description=text)
     sub = commands.choices
+
+    sub["serve"].add_argument(
+        "--transport", choices=["stdio", "http"], default="stdio", help="default: stdio"
+    )
+    sub["serve"].add_argument("--host", default="127.0.0.1", help="HTTP only (default 127.0.0.1)")
+    sub["serve"].add_argument("--port", type=int, default=8765, help="HTTP only (default 8765)")
 
     sub["remember"].add_argument("text", help="the fact to remember")
     sub["remember"].add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
@@ -78,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
             format="%(asctime)s subcog %(levelname)s %(name)s: %(message)s",
         )
+        if command == "serve" and getattr(args, "transport", "stdio") == "http":
+            from subcog.web import serve_http
+
+            serve_http(settings, args.host, args.port)
+            return 0
         if command == "serve":
             return _serve(settings)
         if command == "doctor":

@@ -56,6 +56,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SUBCOG_MAX_TAGS", "20", "Most tags on one memory or in one filter."),
     Setting("SUBCOG_MAX_METADATA_BYTES", "4096", "Largest metadata object, as JSON bytes."),
     Setting("SUBCOG_LOG_LEVEL", "INFO", "Log level for stderr."),
+    Setting(
+        "SUBCOG_TOKEN",
+        "generated, in DATA_DIR/http-token",
+        "Bearer token for the HTTP transport; required to bind a non-loopback address.",
+    ),
+    Setting(
+        "SUBCOG_ALLOWED_HOSTS",
+        "unset",
+        "Extra Host names the HTTP transport accepts, comma-separated (loopback always).",
+    ),
+    Setting(
+        "SUBCOG_ALLOWED_ORIGINS",
+        "unset",
+        "Extra browser Origins the HTTP transport accepts, comma-separated.",
+    ),
 )
 
 
@@ -90,6 +105,10 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
 
 
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -101,6 +120,9 @@ class Settings:
     max_tags: int
     max_metadata_bytes: int
     log_level: str
+    token: str | None
+    allowed_hosts: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -127,4 +149,7 @@ class Settings:
             max_tags=_int(env, "SUBCOG_MAX_TAGS", 20, 0, 1000),
             max_metadata_bytes=_int(env, "SUBCOG_MAX_METADATA_BYTES", 4096, 2, 1_000_000),
             log_level=level,
+            token=env.get("SUBCOG_TOKEN", "").strip() or None,
+            allowed_hosts=_list(env, "SUBCOG_ALLOWED_HOSTS"),
+            allowed_origins=_list(env, "SUBCOG_ALLOWED_ORIGINS"),
         )

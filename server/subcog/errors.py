@@ -9,6 +9,10 @@ class InvalidInput(SubcogError, ValueError):
     """An argument was rejected; nothing was changed."""
 
 
+class NotFound(SubcogError, LookupError):
+    """No memory has that id."""
+
+
 class InvalidSetting(SubcogError):
     """A SUBCOG_* environment variable has a value subcog cannot use."""
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from subcog import validation as check
 from subcog.config import Settings
-from subcog.errors import InvalidInput
+from subcog.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from subcog.embedder import Embedder
@@ -166,6 +166,13 @@ class Memory:
         gone = self.store.delete(wanted)
         gone_set = set(gone)
         return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in gone_set])
+
+    def get(self, memory_id: str) -> StoredMemory:
+        (wanted,) = check.check_ids([memory_id])
+        row = self.store.get(wanted)
+        if row is None:
+            raise NotFound(f"No memory has the id {wanted}. Call recall to find ids.")
+        return StoredMemory(**_stored(row))
 
     def list(self, scope: str | None = None, limit: int = 20) -> list[StoredMemory]:
         from subcog.store import Filter

@@ -8,6 +8,7 @@ SUBCOG_LOAD_TIMEOUT seconds and then gets a ToolError that says what is loading.
 # No "from __future__ import annotations": the SDK evaluates the tool signatures, which
 # refer to this call's settings.
 
+import json
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -24,7 +25,7 @@ from subcog import __version__
 from subcog import validation as check
 from subcog.config import Settings
 from subcog.embedder import load_embedder
-from subcog.errors import NotReady, SubcogError
+from subcog.errors import InvalidInput, NotFound, NotReady, SubcogError
 from subcog.memory import Forgotten, Memory, Recalled, Remembered, open_store
 
 if TYPE_CHECKING:
@@ -167,9 +168,9 @@ Scope = Annotated[
 ]
 
 
-def build_server(settings: Settings | None = None) -> MCPServer:
+def build_server(settings: Settings | None = None, service: Service | None = None) -> MCPServer:
     settings = settings or Settings.from_env()
-    service = Service(settings)
+    service = service or Service(settings)
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[None]:
@@ -182,7 +183,6 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
     )
-    server.service = service  # type: ignore[attr-defined]  # for tests and diagnostics
 
     @server.tool(
         annotations=ToolAnnotations(
@@ -265,4 +265,81 @@ def build_server(settings: Settings | None = None) -> MCPServer:
         with _tool_errors("forget"):
             return _result(service.memory().forget(ids))
 
+    @server.resource(
+        "memory://stats",
+        name="stats",
+        description="How many memories, in which scopes; the model, data dir and disk size.",
+        mime_type="application/json",
+    )
+    def stats() -> str:
+        with _resource_errors("memory://stats"):
+            return service.memory().stats().model_dump_json()
+
+    @server.resource(
+        "memory://recent",
+        name="recent",
+        description=f"The {RECENT} most recent memories in every scope, newest first.",
+        mime_type="application/json",
+    )
+    def recent() -> str:
+        with _resource_errors("memory://recent"):
+            memories = service.memory().list(check.ALL_SCOPES, RECENT)
+            return json.dumps([m.model_dump() for m in memories], ensure_ascii=False)
+
+    @server.resource(
+        "memory://{memory_id}",
+        name="memory",
+        description="One memory by id.",
+        mime_type="application/json",
+    )
+    def one_memory(memory_id: str) -> str:
+        uri = f"memory://{memory_id}"
+        with _resource_errors(uri):
+            try:
+                return service.memory().get(memory_id).model_dump_json()
+            except (NotFound, InvalidInput) as exc:
+                raise ResourceNotFoundError(f"{uri}: {exc}") from exc
+
+    @server.prompt(
+        name="recall_first",
+        title="Recall before answering",
+        description="Answer a question after recalling what is remembered about its topic.",
+    )
+    def recall_first(question: str) -> str:
+        return (
+            "Before you answer, call the recall tool with a short query about the topic of the "
+            "question below, and again with other wording if nothing relevant comes back. Use "
+            "what you find, say which remembered facts you relied on, and say so plainly if "
+            "nothing relevant is remembered. If the answer reveals a lasting fact or "
+            f"preference, offer to remember it.\n\nQuestion: {question}"
+        )
+
+    @server.prompt(
+        name="remember_conversation",
+        title="Remember this conversation",
+        description="Store the lasting facts, preferences and decisions from this conversation.",
+    )
+    def remember_conversation() -> str:
+        return (
+            "Review our conversation so far. For each lasting fact, preference, decision or "
+            "commitment worth knowing in a future conversation, call remember once, with one "
+            "self-contained sentence that names who or what it is about. Skip small talk and "
+            "anything already remembered (call recall first if unsure). If something remembered "
+            "earlier is now wrong, forget it by id. Then list what you stored."
+        )
+
     return server
+
+
+RECENT = 20
+
+
+@contextmanager
+def _resource_errors(uri: str) -> Iterator[None]:
+    """Resource reads report loading and store problems as the protocol's resource errors."""
+    try:
+        yield
+    except ResourceError:
+        raise
+    except SubcogError as exc:
+        raise ResourceError(f"{uri}: {exc}") from exc

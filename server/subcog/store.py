@@ -227,6 +227,14 @@ class Store:
         )
         return {row["id"] for row in rows}
 
+    def get(self, memory_id: str) -> dict[str, Any] | None:
+        where = f"{LIVE} AND {(col('id') == lit(memory_id)).to_sql()}"
+        rows: list[dict[str, Any]] = self._read(
+            "get",
+            lambda: self._table.search().where(where).select(MEMORY_COLUMNS).limit(1).to_list(),
+        )
+        return rows[0] if rows else None
+
     def recent(self, where: Filter, limit: int) -> list[dict[str, Any]]:
         sql = where.sql()
         table = self._read(

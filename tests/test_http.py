@@ -1,0 +1,142 @@
+"""The real HTTP server: bearer token, DNS-rebinding checks, and the tools through mcp."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from subcog.config import Settings
+from tests.servers import call, subcog_command
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "http-test", "version": "1"},
+    },
+}
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [subcog_command(), "serve", "--transport", "http", "--port", str(port), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the HTTP server did not start"
+            time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture
+def token_server() -> Iterator[tuple[str, str]]:
+    token = "test-token-" + "x" * 30
+    proc, url = start({**os.environ, "SUBCOG_TOKEN": token})
+    try:
+        yield url, token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_requests_without_the_right_token_get_401(token_server: tuple[str, str]) -> None:
+    url, token = token_server
+    assert httpx2.post(url, json=INITIALIZE, headers=HEADERS).status_code == 401
+    wrong = {**HEADERS, "Authorization": "Bearer not-the-token"}
+    assert httpx2.post(url, json=INITIALIZE, headers=wrong).status_code == 401
+    basic = {**HEADERS, "Authorization": f"Basic {token}"}
+    assert httpx2.post(url, json=INITIALIZE, headers=basic).status_code == 401
+    response = httpx2.post(url, json=INITIALIZE, headers=wrong)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_foreign_origin_gets_403_even_with_the_token(token_server: tuple[str, str]) -> None:
+    url, token = token_server
+    headers = {**HEADERS, "Authorization": f"Bearer {token}", "Origin": "http://evil.example"}
+    assert httpx2.post(url, json=INITIALIZE, headers=headers).status_code == 403
+    rebound = {**HEADERS, "Authorization": f"Bearer {token}", "Host": "evil.example:80"}
+    assert httpx2.post(url, json=INITIALIZE, headers=rebound).status_code in (403, 421)
+    local = {**HEADERS, "Authorization": f"Bearer {token}", "Origin": "http://localhost:3000"}
+    assert httpx2.post(url, json=INITIALIZE, headers=local).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_with_the_token_the_mcp_client_can_remember_recall_and_forget(
+    token_server: tuple[str, str],
+) -> None:
+    url, token = token_server
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        stored = await call(client, "remember", content="The HTTP transport works with a token.")
+        found = await call(client, "recall", query="does HTTP work with a token", limit=1)
+        assert [m["id"] for m in found["memories"]] == [stored["id"]]
+        assert await call(client, "forget", ids=[stored["id"]]) == {
+            "forgotten": [stored["id"]],
+            "missing": [],
+        }
+
+
+def test_without_subcog_token_a_token_is_generated_and_kept_private(settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SUBCOG_TOKEN"}
+    proc, url = start(env)
+    try:
+        token_file = settings.data_dir / "http-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 32
+        ok = {**HEADERS, "Authorization": f"Bearer {token}"}
+        assert httpx2.post(url, json=INITIALIZE, headers=ok).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+    assert str(token_file) in stderr
+
+
+def test_a_non_loopback_address_without_a_token_is_refused(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SUBCOG_TOKEN"}
+    proc = subprocess.run(
+        [subcog_command(), "serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert b"Refusing to serve on 0.0.0.0" in proc.stderr
+    assert b"SUBCOG_TOKEN" in proc.stderr
