@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,50 @@ def test_doctor_checks_the_model_and_store_and_prints_every_path(
     assert code == 0, out
     for line in ("data dir", "cache dir", "model path", "offline bundle", "model: OK", "store: OK"):
         assert line in out
+
+
+def test_import_is_idempotent_reports_bad_lines_and_round_trips_with_export(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = tmp_path / "memories.jsonl"
+    source.write_text(
+        "\n".join(
+            [
+                json.dumps({"content": "The llama is called Dolly."}),
+                json.dumps({"content": "Alpacas hum.", "tags": ["farm"], "scope": "zoo"}),
+                "not json",
+                json.dumps({"content": "   "}),
+                "",
+                json.dumps(
+                    {
+                        "content": "The barn was painted red.",
+                        "metadata": {"by": "Sam", "coats": 2},
+                        "created_at": "2024-05-01T10:00:00Z",
+                    }
+                ),
+                json.dumps({"content": "The llama is called   Dolly."}),
+            ]
+        )
+    )
+    code, out, err = run(capsys, "import", str(source))
+    assert code == 1
+    assert "added 3, already present 1, bad lines 2" in out
+    assert f"{source}:3: not valid JSON" in err
+    assert f"{source}:4: content is empty" in err
+
+    code, out, _ = run(capsys, "import", str(source))
+    assert "added 0, already present 4" in out
+
+    exported = tmp_path / "export.jsonl"
+    assert run(capsys, "export", str(exported))[0] == 0
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert rows[0]["content"] == "The barn was painted red."  # oldest first
+    assert set(rows[0]) == {"id", "content", "tags", "scope", "metadata", "created_at"}
+    assert rows[0]["created_at"] == "2024-05-01T10:00:00Z"
+    assert rows[0]["metadata"] == {"by": "Sam", "coats": 2}
+
+    code, out, _ = run(capsys, "import", str(exported))
+    assert code == 0
+    assert "added 0, already present 3, bad lines 0" in out
+    code, out, _ = run(capsys, "recall", "what sound do alpacas make", "--scope", "zoo", "--json")
+    assert json.loads(out)["memories"][0]["tags"] == ["farm"]

@@ -10,10 +10,14 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from subcog import __version__
 from subcog.config import Settings
 from subcog.errors import SubcogError
+
+if TYPE_CHECKING:
+    from subcog.memory import Memory
 
 log = logging.getLogger("subcog")
 
@@ -26,6 +30,8 @@ COMMANDS = {
     "list": "Show the most recent memories.",
     "stats": "Count, scopes, data dir, model and disk size.",
     "doctor": "Check model resolution and the store, and print every path used.",
+    "import": "Remember every line of a JSONL file, in batches; importing twice adds nothing.",
+    "export": "Write every memory as JSONL: id, content, tags, scope, metadata, created_at.",
 }
 
 
@@ -66,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     sub["list"].add_argument("--json", action="store_true", help="print JSON")
 
     sub["stats"].add_argument("--json", action="store_true", help="print JSON")
+
+    sub["import"].add_argument("file", type=Path, help="JSONL: one object per line, with content")
+    sub["export"].add_argument("file", type=Path, nargs="?", help="default: standard output")
     return parser
 
 
@@ -159,6 +168,16 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
         for stored in memories if not args.json else []:
             tags = f" #{' #'.join(stored.tags)}" if stored.tags else ""
             print(f"{stored.created_at}  {stored.id}  [{stored.scope}] {stored.content}{tags}")
+    elif command == "import":
+        return _import(memory, args.file)
+    elif command == "export":
+        if args.file is None:
+            for line in memory.export_jsonl():
+                print(line)
+        else:
+            with args.file.open("w", encoding="utf-8") as out:
+                for line in memory.export_jsonl():
+                    out.write(line + "\n")
     elif command == "stats":
         stats = memory.stats()
         if args.json:
@@ -167,6 +186,25 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
             for key, value in stats.model_dump().items():
                 print(f"{key}: {value}")
     return 0
+
+
+def _import(memory: Memory, path: Path) -> int:
+    from tqdm import tqdm
+
+    try:
+        with path.open(encoding="utf-8") as handle:
+            total = sum(1 for line in handle if line.strip())
+            handle.seek(0)
+            with tqdm(total=total, unit="memories", file=sys.stderr, desc="import") as bar:
+                report = memory.import_jsonl(handle, progress=bar.update)
+    except OSError as exc:
+        print(f"subcog: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    bad = len(report.bad_lines)
+    print(f"added {report.added}, already present {report.existing}, bad lines {bad}")
+    for number, problem in report.bad_lines:
+        print(f"{path}:{number}: {problem}", file=sys.stderr)
+    return 1 if report.bad_lines else 0
 
 
 def _doctor(settings: Settings) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,6 +22,8 @@ from subcog.errors import InvalidInput, NotFound
 if TYPE_CHECKING:
     from subcog.embedder import Embedder
     from subcog.store import Store
+
+IMPORT_BATCH = 256
 
 
 class Remembered(BaseModel):
@@ -59,6 +61,12 @@ class StoredMemory(BaseModel):
     scope: str
     created_at: str
     metadata: dict[str, check.MetadataValue]
+
+
+class Imported(BaseModel):
+    added: int = 0
+    existing: int = 0
+    bad_lines: list[tuple[int, str]] = Field(default_factory=list)
 
 
 class Stats(BaseModel):
@@ -120,7 +128,7 @@ class Memory:
             metadata=json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
             created_at=datetime.now(timezone.utc),
         )
-        existing = self.store.add_unless_duplicate(row)
+        (existing,) = self.store.add_new([row])
         if existing is not None:
             return Remembered(
                 id=existing["id"],
@@ -166,6 +174,80 @@ class Memory:
         gone = self.store.delete(wanted)
         gone_set = set(gone)
         return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in gone_set])
+
+    def import_jsonl(
+        self,
+        lines: Iterable[str],
+        batch_size: int = IMPORT_BATCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> Imported:
+        """Remember one JSON object per line: content, and optionally id, tags, scope, metadata
+        and created_at (as `export` writes them). Embeds and writes in batches; a line whose
+        content (in its scope) or id is already stored adds nothing, so importing twice is
+        harmless. Bad lines are reported by number and the good ones still imported."""
+        from subcog.store import Row
+
+        report = Imported()
+        pending: list[dict[str, Any]] = []  # Row fields but the vector
+
+        def flush() -> None:
+            if not pending:
+                return
+            vectors = self.embedder.embed([fields["content"] for fields in pending])
+            rows = [
+                Row(vector=vector, **fields)
+                for fields, vector in zip(pending, vectors, strict=True)
+            ]
+            results = self.store.add_new(rows)
+            added = sum(result is None for result in results)
+            report.added += added
+            report.existing += len(results) - added
+            if progress:
+                progress(len(pending))
+            pending.clear()
+
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                pending.append(self._import_fields(line))
+            except (ValueError, InvalidInput) as exc:
+                report.bad_lines.append((number, str(exc)))
+                if progress:
+                    progress(1)
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        return report
+
+    def _import_fields(self, line: str) -> dict[str, Any]:
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(item, dict):
+            raise InvalidInput('each line must be a JSON object such as {"content": "..."}')
+        text = check.check_content(item.get("content"), self.settings.max_content_chars)
+        memory_id = item.get("id")
+        created = check.check_time("created_at", item.get("created_at"))
+        return {
+            "id": uuid.uuid4().hex if memory_id is None else check.check_ids([memory_id])[0],
+            "content": text,
+            "content_hash": content_hash(text),
+            "tags": check.check_tags(item.get("tags"), self.settings.max_tags),
+            "scope": self._scope(item.get("scope")),
+            "metadata": json.dumps(
+                check.check_metadata(item.get("metadata"), self.settings.max_metadata_bytes),
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ),
+            "created_at": created or datetime.now(timezone.utc),
+        }
+
+    def export_jsonl(self) -> Iterator[str]:
+        """Every memory as one JSON line, oldest first; `import_jsonl` reads them back."""
+        for row in self.store.all_rows():
+            yield json.dumps(_stored(row), ensure_ascii=False)
 
     def get(self, memory_id: str) -> StoredMemory:
         (wanted,) = check.check_ids([memory_id])

@@ -192,16 +192,6 @@ class Store:
     def _read(self, what: str, action: Callable[[], T]) -> T:
         return _retrying(READ_ATTEMPTS, what, action)
 
-    def find_by_hash(self, scope: str, content_hash: str) -> dict[str, Any] | None:
-        where = ((col("scope") == lit(scope)) & (col("content_hash") == lit(content_hash))).to_sql()
-        rows = self._read(
-            "duplicate check",
-            lambda: (
-                self._table.search().where(where).select(["id", "created_at"]).limit(1).to_list()
-            ),
-        )
-        return rows[0] if rows else None
-
     def search(
         self, vector: npt.NDArray[np.float32], limit: int, where: Filter
     ) -> list[dict[str, Any]]:
@@ -246,6 +236,15 @@ class Store:
         )
         return rows
 
+    def all_rows(self) -> Iterator[dict[str, Any]]:
+        """Every memory, oldest first, in batches so a large store is not one Python list."""
+        table = self._read(
+            "export",
+            lambda: self._table.search().where(LIVE).select(MEMORY_COLUMNS).limit(None).to_arrow(),
+        )
+        for batch in table.sort_by("created_at").to_batches(max_chunksize=1024):
+            yield from batch.to_pylist()
+
     def count(self) -> int:
         return int(self._read("count", lambda: self._table.count_rows(LIVE)))
 
@@ -270,20 +269,54 @@ class Store:
     def _write(self, what: str, action: Callable[[], T]) -> T:
         return _retrying(WRITE_ATTEMPTS, what, action)
 
-    def add_unless_duplicate(self, row: Row) -> dict[str, Any] | None:
-        """Add row, unless its content already exists in its scope: then return that memory.
+    def add_new(self, rows: Sequence[Row]) -> list[dict[str, Any] | None]:
+        """Add the rows that are new; for each row, None if added, else the memory it repeats.
 
-        The check and the add happen under the cross-process write lock, so two processes
-        remembering the same text at once still store it once.
+        A row repeats a memory with its id, or with its content (by hash) in its scope, or an
+        earlier row of the same call. The check and the add happen under the cross-process
+        write lock, in one commit, so two processes remembering the same text at once still
+        store it once.
         """
         with self._locked():
-            existing = self.find_by_hash(row.scope, row.content_hash)
-            if existing is not None:
-                return existing
-            data = self._arrow([row])
-            self._write("add", lambda: self._table.add(data))
-        self._wrote(1)
-        return None
+            known = self._known(rows)
+            results: list[dict[str, Any] | None] = []
+            fresh: list[Row] = []
+            for row in rows:
+                earlier = known.get(("id", row.id)) or known.get(
+                    ("text", row.scope, row.content_hash)
+                )
+                results.append(earlier)
+                if earlier is None:
+                    fresh.append(row)
+                    seen = {"id": row.id, "created_at": row.created_at}
+                    known[("id", row.id)] = known[("text", row.scope, row.content_hash)] = seen
+            if fresh:
+                data = self._arrow(fresh)
+                self._write("add", lambda: self._table.add(data))
+        if fresh:
+            self._wrote(len(fresh))
+        return results
+
+    def _known(self, rows: Sequence[Row]) -> dict[tuple[str, ...], dict[str, Any]]:
+        """The stored memories that rows could repeat, keyed by id and by (scope, hash)."""
+        hashes = sorted({row.content_hash for row in rows})
+        ids = sorted({row.id for row in rows})
+        where = (col("content_hash").isin(hashes) | col("id").isin(ids)).to_sql()
+        found = self._read(
+            "duplicate check",
+            lambda: (
+                self._table.search()
+                .where(f"{LIVE} AND {where}")
+                .select(["id", "scope", "content_hash", "created_at"])
+                .limit(None)
+                .to_list()
+            ),
+        )
+        known: dict[tuple[str, ...], dict[str, Any]] = {}
+        for item in found:
+            known[("id", item["id"])] = item
+            known[("text", item["scope"], item["content_hash"])] = item
+        return known
 
     def delete(self, ids: Sequence[str]) -> list[str]:
         """Delete the memories with these ids; return the ids that existed.
