@@ -27,7 +27,7 @@ pytestmark = pytest.mark.anyio
 def all_rows(settings: Settings) -> list[dict[str, Any]]:
     store = open_store(settings)
     rows: list[dict[str, Any]] = (
-        store._table.search().where("scope != ''").select(["id", "content"]).limit(None).to_list()
+        store._table.search().select(["id", "content"]).limit(None).to_list()
     )
     return rows
 

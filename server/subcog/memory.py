@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -15,13 +17,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from subcog import ranking
 from subcog import validation as check
 from subcog.config import Settings
 from subcog.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from subcog.embedder import Embedder
-    from subcog.store import Store
+    from subcog.store import Filter, Store
+
+log = logging.getLogger(__name__)
 
 IMPORT_BATCH = 256
 
@@ -38,7 +43,7 @@ class Remembered(BaseModel):
 class RecalledMemory(BaseModel):
     id: str
     content: str
-    score: float = Field(description="Cosine similarity to the query, 0 to 1; higher is closer.")
+    score: float = Field(description=ranking.MEANING)
     tags: list[str]
     scope: str
     created_at: str
@@ -47,6 +52,7 @@ class RecalledMemory(BaseModel):
 
 class Recalled(BaseModel):
     memories: list[RecalledMemory] = Field(description="Best match first.")
+    note: str = Field(description="What the scores mean, or that nothing relevant was found.")
 
 
 class Forgotten(BaseModel):
@@ -161,13 +167,44 @@ class Memory:
             since=start,
             until=end,
         )
-        vector = self.embedder.embed([text])[0]
-        rows = self.store.search(vector, top, where)
+        ranked = self._ranked(text, top, where)
+        memories = [
+            RecalledMemory(score=round(c.score, 4), **_stored(c.row)) for c in ranked.results
+        ]
         return Recalled(
-            memories=[
-                RecalledMemory(score=_score(row["_distance"]), **_stored(row)) for row in rows
-            ]
+            memories=memories, note=ranking.MEANING if memories else ranking.NOTHING_FOUND
         )
+
+    def _ranked(self, text: str, limit: int, where: Filter) -> ranking.Ranking:
+        import numpy as np
+
+        started = time.perf_counter()
+        vector = self.embedder.embed([text])[0]
+        embedded = time.perf_counter()
+        lexical, semantic = self.store.candidates(text, vector, ranking.DEPTH, where)
+        found: dict[str, ranking.Candidate] = {}
+        for row in semantic:
+            found[row["id"]] = ranking.Candidate(
+                row,
+                np.asarray(row.pop("vector"), dtype=np.float32),
+                cosine=1.0 - float(row.pop("_distance")),
+            )
+        for row in lexical:
+            bm25 = float(row.pop("_score"))
+            if row["id"] in found:
+                found[row["id"]].bm25 = bm25
+            else:
+                stored_vector = np.asarray(row.pop("vector"), dtype=np.float32)
+                cosine = float(stored_vector @ vector)
+                found[row["id"]] = ranking.Candidate(row, stored_vector, cosine, bm25)
+        result = ranking.rank(list(found.values()), text, limit)
+        done = time.perf_counter()
+        log.debug(
+            "recall timing embed_ms=%.3f search_ms=%.3f",
+            (embedded - started) * 1000,
+            (done - embedded) * 1000,
+        )
+        return result
 
     def forget(self, ids: Sequence[str]) -> Forgotten:
         wanted = check.check_ids(ids)
@@ -273,11 +310,6 @@ class Memory:
             model_source=f"{self.embedder.source.kind}: {self.embedder.source.location}",
             disk_bytes=self.store.disk_bytes(),
         )
-
-
-def _score(distance: float) -> float:
-    """Cosine distance to cosine similarity, clipped to [0, 1] and rounded for compactness."""
-    return round(min(1.0, max(0.0, 1.0 - float(distance))), 4)
 
 
 def open_memory(settings: Settings) -> Memory:

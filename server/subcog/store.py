@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,8 @@ import numpy.typing as npt
 import pyarrow as pa
 from filelock import FileLock, Timeout
 from lancedb.expr import col, lit
+from lancedb.index import FTS
+from lancedb.query import MatchQuery
 
 from subcog.errors import ModelMismatch, StoreBusy, SubcogError
 
@@ -38,17 +40,23 @@ LOCK_TIMEOUT_S = 30.0
 # Every add or delete makes a LanceDB version and, for adds, a fragment. Compacting after this
 # many writes by one process keeps the table small and searches fast.
 UPKEEP_EVERY = 50
+# Compaction merges fragments smaller than this into fragments of about this size, and leaves
+# bigger ones alone, so each run rewrites at most this many rows however large the table is.
+FRAGMENT_ROWS = 4096
 # Old versions are kept this long after compaction, so that a reader in another process in the
 # middle of a query rarely finds its files gone (and when it does, the read is retried).
 KEEP_OLD_VERSIONS = timedelta(seconds=4)
 # How often a long-running process looks for upkeep that another process asked for.
 UPKEEP_POLL_S = 10.0
+# Every write makes a version; LanceDB caches each version's metadata. Bounded, so a server's
+# memory stays flat however long it runs.
+META_CACHE_BYTES = 32 * 2**20
+INDEX_CACHE_BYTES = 128 * 2**20
 READ_ATTEMPTS = 5
 WRITE_ATTEMPTS = 8
-# A row that only exists while forgotten rows are erased: see Store._erase. Its empty scope
-# cannot be a user's scope, and every read excludes it.
-PADDING_SCOPE = ""
-LIVE = (col("scope") != lit(PADDING_SCOPE)).to_sql()
+# LanceDB compresses strings by default; stored plainly, forgotten text can be shown to be gone
+# from every file by scanning the bytes (see README, "Forget means erased").
+PLAIN = {"lance-encoding:compression": "none"}
 MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]
 
 
@@ -56,12 +64,14 @@ def schema(model: str, dimension: int) -> pa.Schema:
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
-            pa.field("content", pa.string(), nullable=False),
+            pa.field("content", pa.string(), nullable=False, metadata=PLAIN),
             pa.field("content_hash", pa.string(), nullable=False),
             pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
-            pa.field("tags", pa.list_(pa.string()), nullable=False),
+            pa.field(
+                "tags", pa.list_(pa.field("item", pa.string(), metadata=PLAIN)), nullable=False
+            ),
             pa.field("scope", pa.string(), nullable=False),
-            pa.field("metadata", pa.string(), nullable=False),
+            pa.field("metadata", pa.string(), nullable=False, metadata=PLAIN),
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
         ],
         metadata={
@@ -81,8 +91,8 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
 
-    def sql(self) -> str:
-        parts: list[str] = [LIVE]
+    def sql(self) -> str | None:
+        parts: list[str] = []
         if self.scope is not None:
             parts.append((col("scope") == lit(self.scope)).to_sql())
         if self.tags:
@@ -94,7 +104,7 @@ class Filter:
             parts.append((col("created_at") >= lit(_naive_utc(self.since))).to_sql())
         if self.until is not None:
             parts.append((col("created_at") <= lit(_naive_utc(self.until))).to_sql())
-        return " AND ".join(parts)
+        return " AND ".join(parts) or None
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -146,16 +156,30 @@ class Store:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         self._lock = FileLock(self.data_dir / ".write.lock", timeout=LOCK_TIMEOUT_S)
-        db = lancedb.connect(str(self.data_dir / "lancedb"), read_consistency_interval=timedelta(0))
+        db = lancedb.connect(
+            str(self.data_dir / "lancedb"),
+            read_consistency_interval=timedelta(0),
+            session=lancedb.Session(
+                index_cache_size_bytes=INDEX_CACHE_BYTES, metadata_cache_size_bytes=META_CACHE_BYTES
+            ),
+        )
         with self._locked():
             if TABLE in db.list_tables().tables:
                 self._table = db.open_table(TABLE)
             else:
                 self._table = db.create_table(TABLE, schema=schema(self.model, self.dimension))
                 self._table.set_unenforced_primary_key("id")
-        self._check_model()
+            self._check_model()
+            if not any(index.columns == ["content"] for index in self._table.list_indices()):
+                # BM25 full-text search. Rows added later are searched too, unindexed, until
+                # upkeep folds them into the index.
+                self._table.create_index("content", config=FTS())
         if self._erase_pending() is not None:
             self._upkeep_soon()  # a process that exited left forgotten rows to erase
+
+    @property
+    def _uri(self) -> Path:
+        return self.data_dir / "lancedb" / f"{TABLE}.lance"
 
     @property
     def _erase_marker(self) -> Path:
@@ -192,6 +216,19 @@ class Store:
     def _read(self, what: str, action: Callable[[], T]) -> T:
         return _retrying(READ_ATTEMPTS, what, action)
 
+    def _scan(
+        self, what: str, where: str | None, columns: list[str], limit: int | None
+    ) -> pa.Table:
+        """Rows matching a filter, without vector search, as an Arrow table."""
+
+        def run() -> pa.Table:
+            query = self._table.search()
+            if where:
+                query = query.where(where)
+            return query.select(columns).limit(limit).to_arrow()
+
+        return self._read(what, run)
+
     def search(
         self, vector: npt.NDArray[np.float32], limit: int, where: Filter
     ) -> list[dict[str, Any]]:
@@ -199,7 +236,9 @@ class Store:
         sql = where.sql()
 
         def run() -> list[dict[str, Any]]:
-            query = self._table.search(vector).distance_type("cosine").where(sql, prefilter=True)
+            query = self._table.search(vector).distance_type("cosine")
+            if sql:
+                query = query.where(sql, prefilter=True)
             rows: list[dict[str, Any]] = (
                 query.select([*MEMORY_COLUMNS, "_distance"]).limit(limit).to_list()
             )
@@ -207,30 +246,48 @@ class Store:
 
         return self._read("search", run)
 
+    def candidates(
+        self, text: str, vector: npt.NDArray[np.float32], depth: int, where: Filter
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The best `depth` memories by BM25 (with `_score`) and by cosine (with `_distance`),
+        both over the filtered rows only, each with its vector."""
+        sql = where.sql()
+        columns = [*MEMORY_COLUMNS, "vector"]
+
+        def lexical() -> list[dict[str, Any]]:
+            # MatchQuery: the words are searched as they are, OR-ed, never parsed as a query
+            # language. (mypy cannot see the defaults of lancedb's pydantic dataclass.)
+            match = MatchQuery(text, "content")  # type: ignore[call-arg]
+            query = self._table.search(match, query_type="fts")
+            if sql:
+                query = query.where(sql, prefilter=True)
+            rows: list[dict[str, Any]] = query.select([*columns, "_score"]).limit(depth).to_list()
+            return rows
+
+        def semantic() -> list[dict[str, Any]]:
+            query = self._table.search(vector).distance_type("cosine")
+            if sql:
+                query = query.where(sql, prefilter=True)
+            rows: list[dict[str, Any]] = (
+                query.select([*columns, "_distance"]).limit(depth).to_list()
+            )
+            return rows
+
+        return self._read("full-text search", lexical), self._read("vector search", semantic)
+
     def existing(self, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
-        where = f"{LIVE} AND {col('id').isin(list(ids)).to_sql()}"
-        rows = self._read(
-            "id lookup",
-            lambda: self._table.search().where(where).select(["id"]).limit(len(ids)).to_list(),
-        )
-        return {row["id"] for row in rows}
+        where = col("id").isin(list(ids)).to_sql()
+        return set(self._scan("id lookup", where, ["id"], len(ids))["id"].to_pylist())
 
     def get(self, memory_id: str) -> dict[str, Any] | None:
-        where = f"{LIVE} AND {(col('id') == lit(memory_id)).to_sql()}"
-        rows: list[dict[str, Any]] = self._read(
-            "get",
-            lambda: self._table.search().where(where).select(MEMORY_COLUMNS).limit(1).to_list(),
-        )
+        where = (col("id") == lit(memory_id)).to_sql()
+        rows: list[dict[str, Any]] = self._scan("get", where, MEMORY_COLUMNS, 1).to_pylist()
         return rows[0] if rows else None
 
     def recent(self, where: Filter, limit: int) -> list[dict[str, Any]]:
-        sql = where.sql()
-        table = self._read(
-            "list",
-            lambda: self._table.search().where(sql).select(MEMORY_COLUMNS).limit(None).to_arrow(),
-        )
+        table = self._scan("list", where.sql(), MEMORY_COLUMNS, None)
         rows: list[dict[str, Any]] = (
             table.sort_by([("created_at", "descending")]).slice(0, limit).to_pylist()
         )
@@ -238,21 +295,15 @@ class Store:
 
     def all_rows(self) -> Iterator[dict[str, Any]]:
         """Every memory, oldest first, in batches so a large store is not one Python list."""
-        table = self._read(
-            "export",
-            lambda: self._table.search().where(LIVE).select(MEMORY_COLUMNS).limit(None).to_arrow(),
-        )
+        table = self._scan("export", None, MEMORY_COLUMNS, None)
         for batch in table.sort_by("created_at").to_batches(max_chunksize=1024):
             yield from batch.to_pylist()
 
     def count(self) -> int:
-        return int(self._read("count", lambda: self._table.count_rows(LIVE)))
+        return int(self._read("count", lambda: self._table.count_rows()))
 
     def scopes(self) -> dict[str, int]:
-        scopes = self._read(
-            "scopes",
-            lambda: self._table.search().where(LIVE).select(["scope"]).limit(None).to_arrow(),
-        )["scope"]
+        scopes = self._scan("scopes", None, ["scope"], None)["scope"]
         counts = pa.compute.value_counts(scopes).to_pylist()
         return {item["values"]: item["counts"] for item in counts}
 
@@ -302,16 +353,8 @@ class Store:
         hashes = sorted({row.content_hash for row in rows})
         ids = sorted({row.id for row in rows})
         where = (col("content_hash").isin(hashes) | col("id").isin(ids)).to_sql()
-        found = self._read(
-            "duplicate check",
-            lambda: (
-                self._table.search()
-                .where(f"{LIVE} AND {where}")
-                .select(["id", "scope", "content_hash", "created_at"])
-                .limit(None)
-                .to_list()
-            ),
-        )
+        columns = ["id", "scope", "content_hash", "created_at"]
+        found = self._scan("duplicate check", where, columns, None).to_pylist()
         known: dict[tuple[str, ...], dict[str, Any]] = {}
         for item in found:
             known[("id", item["id"])] = item
@@ -322,7 +365,7 @@ class Store:
         """Delete the memories with these ids; return the ids that existed.
 
         The rows stop being returned at once. Their bytes stay in LanceDB's files until upkeep
-        erases them, which this schedules straight away (see _erase).
+        erases them, which this schedules straight away (see _compact).
         """
         with self._locked():
             found = self.existing(ids)
@@ -382,7 +425,7 @@ class Store:
             return None
 
     def upkeep(self) -> bool:
-        """Compact fragments, erase forgotten rows and drop old versions.
+        """Compact small fragments, erase deleted rows from the files, drop old versions.
 
         Returns whether it ran: it never waits for the lock, so a busy store is done later.
         """
@@ -397,10 +440,7 @@ class Store:
                 return False
             try:
                 erasing = self._erase_pending()
-                if erasing is not None:
-                    self._erase()
-                else:
-                    self._table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
+                self._compact()
                 if erasing is not None and self._erase_pending() == erasing:
                     self._erase_marker.unlink()
             finally:
@@ -415,28 +455,23 @@ class Store:
         finally:
             self._upkeep_running.release()
 
-    def _erase(self) -> None:
-        """Rewrite the fragments that hold deleted rows, so the deleted bytes leave the files.
+    def _compact(self) -> None:
+        """One pass of Lance's compaction, with options LanceDB's optimize() does not expose.
 
-        LanceDB only marks rows deleted, and its compaction leaves a lone fragment with few
-        deletions as it is. A padding row in a fragment of its own makes that fragment a
-        neighbour to merge with, so compaction rewrites it without the deleted rows. The padding
-        row is then deleted too; it holds nothing but zeros.
+        Fragments under FRAGMENT_ROWS rows merge; bigger ones stay, so the cost of a pass does
+        not grow with the table. Any fragment with a deleted row is rewritten without it
+        (materialize_deletions_threshold=0): LanceDB's delete only marks rows, and a forgotten
+        memory must leave the files. Then versions older than KEEP_OLD_VERSIONS are removed.
         """
-        padding = Row(
-            id=f"padding-{uuid.uuid4().hex}",
-            content="",
-            content_hash="",
-            vector=np.zeros(self.dimension, dtype=np.float32),
-            tags=[],
-            scope=PADDING_SCOPE,
-            metadata="{}",
-            created_at=datetime.now(timezone.utc),
+        import lance  # pylance, the same Lance as inside lancedb; only upkeep needs it
+
+        dataset = lance.dataset(str(self._uri))
+        dataset.optimize.compact_files(
+            target_rows_per_fragment=FRAGMENT_ROWS,
+            materialize_deletions_threshold=0.0,
+            num_threads=1,
         )
-        data = self._arrow([padding])
-        self._write("erase", lambda: self._table.add(data))
-        self._table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
-        self._write("erase", lambda: self._table.delete(col("scope") == lit(PADDING_SCOPE)))
+        dataset.cleanup_old_versions(older_than=KEEP_OLD_VERSIONS)
 
     def erase_now(self) -> None:
         """Erase forgotten rows before returning, for a process about to exit (the CLI)."""
@@ -446,4 +481,4 @@ class Store:
                 time.sleep(0.2)
         time.sleep(KEEP_OLD_VERSIONS.total_seconds() + 0.5)
         with self._locked():
-            self._table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
+            self._compact()
