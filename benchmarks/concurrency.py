@@ -50,8 +50,9 @@ Sections and what each figure means:
     fragment holds many rows, so a sample of live memory texts is searched for too
     (``controls``): when they do not show, a byte search cannot see text on disk. So, also:
     LanceDB never rewrites a data file, and subcog writes only under its lock, so a marker can
-    only be in a data file written between its remember and its forget; such ``suspect`` files
-    must be gone too. ``erased after`` is the time from the last forget's reply to the first
+    only be in a data file written between its remember and its forget's reply; such a file in
+    which no memory text shows byte for byte (its strings may be compressed) is a ``suspect``
+    and must be gone too. ``erased after`` is the time from the last forget's reply to the first
     scan with neither a marker's bytes nor a suspect file (target <= 60 s; the scan gives up at
     90 s). Then the prober exits and, as for ``writers``, stats and list must show exactly
     4 x per-writer memories, none lost, none duplicated, no marker left, and no tool error
@@ -152,6 +153,15 @@ TOPICS = [
     "charity events", "reports", "parking", "quiz night", "container images", "certificates",
     "catering", "log retention",
 ]  # fmt: skip
+
+
+# Any memory text of ours, as it shows in a file that stores strings uncompressed.
+PLAIN_MEMORY_TEXT = re.compile(
+    "(?:{}) (?:{}) ".format(
+        "|".join(re.escape(subject) for subject in SUBJECTS),
+        "|".join(sorted({re.escape(fact.split()[0]) for fact in FACTS})),
+    ).encode()
+)
 
 
 def sentence(index: int) -> str:
@@ -283,7 +293,8 @@ def read_all_files(path: Path) -> Iterator[tuple[Path, float, bytes]]:
 class Scan:
     markers: set[str]  # forgotten marker texts found byte for byte
     ids: set[str]  # forgotten marker ids found byte for byte
-    suspects: list[str]  # data files written while a forgotten marker was live
+    in_window: list[str]  # data files written while a forgotten marker was live
+    suspects: list[str]  # those of them in which no memory text shows byte for byte
     controls: int  # live texts found byte for byte
     seconds: float
 
@@ -294,6 +305,7 @@ class Scan:
         return {
             "markers": sorted(self.markers),
             "ids": sorted(self.ids),
+            "data_files_written_while_a_marker_was_live": self.in_window,
             "suspect_data_files": self.suspects,
             "controls": self.controls,
             "seconds": self.seconds,
@@ -309,16 +321,18 @@ def scan_disk(
 
     forgotten: id -> (marker text, wall time before its remember, wall time after its forget).
     Byte for byte: the marker texts and ids, and, as a control, live memory texts. LanceDB may
-    compress strings (it does once a fragment holds many rows), so a text can be on disk without
-    its bytes showing. Hence also: LanceDB never changes a data file once written, and every
-    add, delete and compaction holds subcog's write lock, so a marker can only be in a data file
-    written between its remember and its forget. Such files are suspects until they are gone.
+    compress strings, so a text can be on disk without its bytes showing. Hence also: LanceDB
+    never changes a data file once written, and every add, delete and compaction holds subcog's
+    write lock, so a marker can only be in a data file written between its remember and its
+    forget's reply. Such a file in which no memory text shows byte for byte (so its strings may
+    be compressed, and the byte search cannot clear it) is a suspect until it is gone.
     """
     started = time.perf_counter()
     markers = {text for text, _, _ in forgotten.values()}
     windows = sorted((born, gone) for _, born, gone in forgotten.values())
     found_markers: set[str] = set()
     found_ids: set[str] = set()
+    in_window: list[str] = []
     suspects: list[str] = []
     wanted_controls = {text.encode() for text in controls}
     found_controls: set[bytes] = set()
@@ -329,10 +343,13 @@ def scan_disk(
         found_ids.update(match.group(0).decode() for match in HEX_ID_ON_DISK.finditer(data))
         found_controls.update(text for text in wanted_controls - found_controls if text in data)
         if file.suffix == ".lance" and any(born <= mtime <= gone for born, gone in windows):
-            suspects.append(str(file.relative_to(path)))
+            in_window.append(str(file.relative_to(path)))
+            if not PLAIN_MEMORY_TEXT.search(data) and not MARKER_ON_DISK.search(data):
+                suspects.append(in_window[-1])
     return Scan(
         markers=found_markers & markers,
         ids=found_ids & set(forgotten),
+        in_window=sorted(in_window),
         suspects=sorted(suspects),
         controls=len(found_controls),
         seconds=time.perf_counter() - started,
@@ -972,9 +989,11 @@ async def harness(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             f"  erasure scan: {len(erasure.polls)} scans ({last.seconds * 1000:.0f} ms each); "
             f"at the first, byte for byte {len(first.markers)} of {len(prober.forgotten)} "
             f"forgotten markers, {len(first.ids)} of their ids and {first.controls} of "
-            f"{len(controls)} live control texts, and {len(first.suspects)} data files written "
-            f"while a forgotten marker was live; at the last, {len(last.markers)} markers, "
-            f"{len(last.ids)} ids, {last.controls} controls, {len(last.suspects)} suspect files"
+            f"{len(controls)} live control texts; {len(first.in_window)} data files written "
+            f"while a forgotten marker was live, {len(first.suspects)} of them with no text "
+            f"showing (suspects); at the last, {len(last.markers)} markers, {len(last.ids)} "
+            f"ids, {last.controls} controls, {len(last.in_window)} files written while a marker "
+            f"was live, {len(last.suspects)} suspects"
         )
         changes = [erasure.polls[0]] + [
             poll
