@@ -3,6 +3,7 @@ nothing left behind after forget, and a store that survives SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -146,7 +147,8 @@ async def test_forget_through_a_server_erases_the_text_from_disk_within_a_minute
         while files_containing(settings.data_dir, marker.encode()):
             assert time.monotonic() < deadline, "the forgotten text is still on disk after 60 s"
             await anyio.sleep(0.5)
-        assert len((await call(client, "recall", query="garden shed", limit=50))["memories"]) == 30
+        stats = await client.read_resource("memory://stats")
+        assert json.loads(stats.contents[0].text)["count"] == 30  # type: ignore[union-attr]
 
 
 async def test_the_data_dir_and_its_files_are_readable_by_the_owner_only(

@@ -141,3 +141,19 @@ def test_the_example_client_remembers_and_recalls_by_paraphrase() -> None:
     assert out.count("remembered:") == 3
     recalled = json.loads(out.split("):\n", 1)[1])
     assert "deploy-staging.sh" in recalled["memories"][0]["content"]
+
+
+async def test_supersedes_and_forget_by_query_over_stdio() -> None:
+    async with Client(stdio_client(server_params())) as client:
+        old = await call(client, "remember", content="The team offsite is in Porto.")
+        new = await call(
+            client, "remember", content="The team offsite moved to Seville.", supersedes=[old["id"]]
+        )
+        assert new["superseded"] == [old["id"]]
+        preview = await call(client, "forget", query="Where is the team offsite?")
+        assert preview["dry_run"] is True
+        assert [m["id"] for m in preview["matches"]] == [new["id"]]
+        done = await call(client, "forget", query="Where is the team offsite?", dry_run=False)
+        assert done["forgotten"] == [new["id"]]
+        empty = await call(client, "recall", query="Where is the team offsite?")
+        assert empty["memories"] == []

@@ -52,6 +52,11 @@ SETTINGS: tuple[Setting, ...] = (
         "20",
         "Seconds a tool call waits for the model and store to finish loading.",
     ),
+    Setting(
+        "SUBCOG_NEAR_DUPLICATE",
+        "0.9",
+        "Cosine similarity from which remember names an existing memory as very similar.",
+    ),
     Setting("SUBCOG_MAX_CONTENT_CHARS", "8000", "Largest memory, in characters."),
     Setting("SUBCOG_MAX_TAGS", "20", "Most tags on one memory or in one filter."),
     Setting("SUBCOG_MAX_METADATA_BYTES", "4096", "Largest metadata object, as JSON bytes."),
@@ -116,6 +121,7 @@ class Settings:
     model_path: Path | None
     default_scope: str
     load_timeout: float
+    near_duplicate: float
     max_content_chars: int
     max_tags: int
     max_metadata_bytes: int
@@ -145,6 +151,7 @@ class Settings:
             model_path=_path(env, "SUBCOG_MODEL_PATH"),
             default_scope=scope,
             load_timeout=_float(env, "SUBCOG_LOAD_TIMEOUT", 20.0, 0.0, 3600.0),
+            near_duplicate=_float(env, "SUBCOG_NEAR_DUPLICATE", 0.9, 0.0, 1.0),
             max_content_chars=_int(env, "SUBCOG_MAX_CONTENT_CHARS", 8000, 1, 1_000_000),
             max_tags=_int(env, "SUBCOG_MAX_TAGS", 20, 0, 1000),
             max_metadata_bytes=_int(env, "SUBCOG_MAX_METADATA_BYTES", 4096, 2, 1_000_000),

@@ -13,6 +13,16 @@ class NotFound(SubcogError, LookupError):
     """No memory has that id."""
 
 
+class MissingIds(NotFound):
+    """Some of the ids a change depends on match no memory; nothing was changed."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        super().__init__(
+            f"No memory has the id {', '.join(ids)}; nothing was changed. Call recall to find ids."
+        )
+
+
 class InvalidSetting(SubcogError):
     """A SUBCOG_* environment variable has a value subcog cannot use."""
 

@@ -24,11 +24,17 @@ from subcog.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from subcog.embedder import Embedder
-    from subcog.store import Filter, Store
+    from subcog.store import Filter, Row, Store
 
 log = logging.getLogger(__name__)
 
 IMPORT_BATCH = 256
+
+
+class SimilarMemory(BaseModel):
+    id: str
+    score: float = Field(description="Cosine similarity to the new memory.")
+    content: str
 
 
 class Remembered(BaseModel):
@@ -38,6 +44,12 @@ class Remembered(BaseModel):
     )
     scope: str
     created_at: str
+    similar: list[SimilarMemory] = Field(
+        default_factory=list,
+        description="Very similar memories already in this scope. If the new one replaces "
+        "them, forget them or remember again with supersedes.",
+    )
+    superseded: list[str] = Field(default_factory=list, description="Ids replaced by this one.")
 
 
 class RecalledMemory(BaseModel):
@@ -55,9 +67,19 @@ class Recalled(BaseModel):
     note: str = Field(description="What the scores mean, or that nothing relevant was found.")
 
 
+class Match(BaseModel):
+    id: str
+    content: str
+    score: float | None = Field(default=None, description="Relevance to the query, 0 to 1.")
+
+
 class Forgotten(BaseModel):
     forgotten: list[str] = Field(description="Ids that were deleted.")
     missing: list[str] = Field(description="Ids that matched no memory.")
+    dry_run: bool = Field(default=False, description="True: nothing was deleted, see matches.")
+    matches: list[Match] = Field(
+        default_factory=list, description="What the query or filter matched, best first."
+    )
 
 
 class StoredMemory(BaseModel):
@@ -116,6 +138,7 @@ class Memory:
         tags: Sequence[str] | None = None,
         scope: str | None = None,
         metadata: dict[str, Any] | None = None,
+        supersedes: Sequence[str] | None = None,
     ) -> Remembered:
         from subcog.store import Row
 
@@ -124,6 +147,7 @@ class Memory:
         tag_list = check.check_tags(tags, settings.max_tags)
         where = self._scope(scope)
         meta = check.check_metadata(metadata, settings.max_metadata_bytes)
+        replacing = check.check_ids(supersedes, name="supersedes") if supersedes else []
         row = Row(
             id=uuid.uuid4().hex,
             content=text,
@@ -134,16 +158,54 @@ class Memory:
             metadata=json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
             created_at=datetime.now(timezone.utc),
         )
-        (existing,) = self.store.add_new([row])
+        similar = self._similar(row, replacing)
+        (existing,) = self.store.add_new([row], replacing=replacing)
         if existing is not None:
             return Remembered(
                 id=existing["id"],
                 status="exists",
                 scope=where,
                 created_at=check.iso(existing["created_at"]),
+                superseded=[i for i in replacing if i != existing["id"]],
             )
         return Remembered(
-            id=row.id, status="created", scope=where, created_at=check.iso(row.created_at)
+            id=row.id,
+            status="created",
+            scope=where,
+            created_at=check.iso(row.created_at),
+            similar=similar,
+            superseded=replacing,
+        )
+
+    def _similar(self, row: Row, replacing: Sequence[str]) -> list[SimilarMemory]:
+        """Memories in the row's scope at least SUBCOG_NEAR_DUPLICATE similar, but not the same
+        text and not being replaced: the assistant decides whether they say the same thing."""
+        from subcog.store import Filter
+
+        threshold = self.settings.near_duplicate
+        return [
+            SimilarMemory(id=found["id"], score=round(cosine, 4), content=found["content"])
+            for found, cosine in self.store.nearest(row.vector, 3, Filter(scope=row.scope))
+            if cosine >= threshold
+            and content_hash(found["content"]) != row.content_hash
+            and found["id"] not in replacing
+        ]
+
+    def _filter(
+        self,
+        tags: Sequence[str] | None,
+        scope: str | None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Filter:
+        from subcog.store import Filter
+
+        start, end = check.check_window(since, until)
+        return Filter(
+            scope=None if scope == check.ALL_SCOPES else self._scope(scope),
+            tags=check.check_tags(tags, self.settings.max_tags),
+            since=start,
+            until=end,
         )
 
     def recall(
@@ -155,19 +217,9 @@ class Memory:
         since: str | None = None,
         until: str | None = None,
     ) -> Recalled:
-        from subcog.store import Filter
-
         text = check.check_query(query)
         top = check.check_limit(limit)
-        tag_list = check.check_tags(tags, self.settings.max_tags)
-        start, end = check.check_window(since, until)
-        where = Filter(
-            scope=None if scope == check.ALL_SCOPES else self._scope(scope),
-            tags=tag_list,
-            since=start,
-            until=end,
-        )
-        ranked = self._ranked(text, top, where)
+        ranked = self._ranked(text, top, self._filter(tags, scope, since, until))
         memories = [
             RecalledMemory(score=round(c.score, 4), **_stored(c.row)) for c in ranked.results
         ]
@@ -175,7 +227,9 @@ class Memory:
             memories=memories, note=ranking.MEANING if memories else ranking.NOTHING_FOUND
         )
 
-    def _ranked(self, text: str, limit: int, where: Filter) -> ranking.Ranking:
+    def _ranked(
+        self, text: str, limit: int, where: Filter, diverse: bool = True
+    ) -> ranking.Ranking:
         import numpy as np
 
         started = time.perf_counter()
@@ -197,7 +251,7 @@ class Memory:
                 stored_vector = np.asarray(row.pop("vector"), dtype=np.float32)
                 cosine = float(stored_vector @ vector)
                 found[row["id"]] = ranking.Candidate(row, stored_vector, cosine, bm25)
-        result = ranking.rank(list(found.values()), text, limit)
+        result = ranking.rank(list(found.values()), text, limit, diverse=diverse)
         done = time.perf_counter()
         log.debug(
             "recall timing embed_ms=%.3f search_ms=%.3f",
@@ -206,11 +260,60 @@ class Memory:
         )
         return result
 
-    def forget(self, ids: Sequence[str]) -> Forgotten:
-        wanted = check.check_ids(ids)
-        gone = self.store.delete(wanted)
-        gone_set = set(gone)
-        return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in gone_set])
+    def forget(
+        self,
+        ids: Sequence[str] | None = None,
+        query: str | None = None,
+        tags: Sequence[str] | None = None,
+        scope: str | None = None,
+        limit: int = 10,
+        dry_run: bool | None = None,
+    ) -> Forgotten:
+        """Forget memories by id, or those matching a query and/or a filter.
+
+        By id, the memories go at once unless dry_run is True. By query or filter, dry_run is
+        True unless set to False: the call only shows what matches. A query deletes only
+        memories above the relevance floor, best first; a filter alone, the most recent. Either
+        way at most `limit` (1 to 50).
+        """
+        by_filter = query is not None or tags is not None or scope is not None
+        if ids is not None and by_filter:
+            raise InvalidInput("Pass either ids, or a query and/or tags and scope, not both.")
+        if ids is not None:
+            wanted = check.check_ids(ids)
+            if dry_run:
+                found = self.store.existing(wanted)
+                return Forgotten(
+                    forgotten=[],
+                    missing=[i for i in wanted if i not in found],
+                    dry_run=True,
+                    matches=[self._match(self.get(i)) for i in wanted if i in found],
+                )
+            gone = self.store.delete(wanted)
+            return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in set(gone)])
+        if not by_filter:
+            raise InvalidInput(
+                "Say what to forget: ids from recall, or a query and/or tags and scope "
+                "(preview with dry_run, then dry_run=false)."
+            )
+        top = check.check_limit(limit)
+        where = self._filter(tags, scope)
+        if query is not None:
+            text = check.check_query(query)
+            ranked = self._ranked(text, top, where, diverse=False).results
+            matches = [self._match(c.row, c.score) for c in ranked]
+        else:
+            matches = [self._match(m) for m in self.list(scope or check.ALL_SCOPES, top, tags)]
+        if dry_run is not False:
+            return Forgotten(forgotten=[], missing=[], dry_run=True, matches=matches)
+        gone = self.store.delete([m.id for m in matches])
+        return Forgotten(forgotten=gone, missing=[], matches=matches)
+
+    @staticmethod
+    def _match(memory: StoredMemory | dict[str, Any], score: float | None = None) -> Match:
+        if isinstance(memory, StoredMemory):
+            return Match(id=memory.id, content=memory.content, score=score)
+        return Match(id=memory["id"], content=memory["content"], score=round(score or 0.0, 4))
 
     def import_jsonl(
         self,
@@ -293,12 +396,12 @@ class Memory:
             raise NotFound(f"No memory has the id {wanted}. Call recall to find ids.")
         return StoredMemory(**_stored(row))
 
-    def list(self, scope: str | None = None, limit: int = 20) -> list[StoredMemory]:
-        from subcog.store import Filter
-
+    def list(
+        self, scope: str | None = None, limit: int = 20, tags: Sequence[str] | None = None
+    ) -> list[StoredMemory]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInput("limit must be a whole number of at least 1.")
-        where = Filter(scope=None if scope == check.ALL_SCOPES else self._scope(scope))
+        where = self._filter(tags, scope)
         return [StoredMemory(**_stored(row)) for row in self.store.recent(where, limit)]
 
     def stats(self) -> Stats:

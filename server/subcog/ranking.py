@@ -40,7 +40,7 @@ FLOOR = 0.36
 COVERAGE_WEIGHT = 0.5
 COVERAGE_TOP = 3
 MEMBER_FLOOR = 0.30
-NEAR_DUPLICATE_COSINE = 0.97
+NEAR_DUPLICATE_COSINE = 0.95
 
 MEANING = (
     "score is relevance from 0 to 1, comparable across queries: about 0.6 and up is a strong "
@@ -66,8 +66,9 @@ class Ranking:
     confidence: float
 
 
-def rank(candidates: Sequence[Candidate], query: str, limit: int, floor: float = FLOOR) -> Ranking:
-    """Score, smooth, gate and diversify the candidates; best first, at most `limit`."""
+def rank(candidates: Sequence[Candidate], query: str, limit: int, diverse: bool = True) -> Ranking:
+    """Score, smooth, gate and (if `diverse`) diversify the candidates; best first, at most
+    `limit`."""
     if not candidates:
         return Ranking([], 0.0)
     best_bm25 = max(c.bm25 for c in candidates)
@@ -80,13 +81,15 @@ def rank(candidates: Sequence[Candidate], query: str, limit: int, floor: float =
     confidence = (ordered[0].score + COVERAGE_WEIGHT * coverage(query, top_texts)) / (
         1 + COVERAGE_WEIGHT
     )
-    if confidence < floor:
+    if confidence < FLOOR:
         return Ranking([], confidence)
     chosen: list[Candidate] = []
     for c in ordered:
         if len(chosen) == limit or (chosen and c.score < MEMBER_FLOOR):
             break
-        if any(float(c.vector @ kept.vector) >= NEAR_DUPLICATE_COSINE for kept in chosen):
+        if diverse and any(
+            float(c.vector @ kept.vector) >= NEAR_DUPLICATE_COSINE for kept in chosen
+        ):
             continue
         chosen.append(c)
     return Ranking(chosen, confidence)

@@ -151,10 +151,11 @@ def _tool_errors(tool: str) -> Iterator[None]:
 
 
 def _result(value: BaseModel) -> CallToolResult:
-    """Structured content plus the same JSON, compact, as text: the model's context is dear."""
+    """Structured content plus the same JSON, compact, as text: the model's context is dear.
+    Optional fields at their defaults (no similar memories, not a dry run) are left out."""
     return CallToolResult(
-        content=[TextContent(type="text", text=value.model_dump_json())],
-        structured_content=value.model_dump(mode="json"),
+        content=[TextContent(type="text", text=value.model_dump_json(exclude_defaults=True))],
+        structured_content=value.model_dump(mode="json", exclude_defaults=True),
     )
 
 
@@ -204,10 +205,18 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
             dict[str, str | int | float | bool] | None,
             Field(description='Small key-value details, e.g. {"source": "chat"}.'),
         ] = None,
+        supersedes: Annotated[
+            list[str] | None,
+            Field(
+                description="Ids of memories this one replaces (a fact that changed); they are "
+                "deleted in the same step.",
+                max_length=check.MAX_IDS,
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, Remembered]:
-        """Store a memory for later recall. Identical text in the same scope is stored once."""
+        """Store a memory. The same text in a scope is stored once; very similar ones are named."""
         with _tool_errors("remember"):
-            return _result(service.memory().remember(content, tags, scope, metadata))
+            return _result(service.memory().remember(content, tags, scope, metadata, supersedes))
 
     @server.tool(
         annotations=ToolAnnotations(title="Recall", read_only_hint=True, open_world_hint=False),
@@ -253,17 +262,42 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
     )
     def forget(
         ids: Annotated[
-            list[str],
+            list[str] | None,
             Field(
                 description="Ids of memories to delete, as returned by remember or recall.",
-                min_length=1,
                 max_length=check.MAX_IDS,
             ),
-        ],
+        ] = None,
+        query: Annotated[
+            str | None,
+            Field(
+                description="Instead of ids: forget memories relevant to this query.",
+                max_length=check.MAX_QUERY_CHARS,
+            ),
+        ] = None,
+        tags: Annotated[
+            Tags | None,
+            Field(description="Instead of ids: only memories with all these tags."),
+        ] = None,
+        scope: Annotated[
+            str | None,
+            Field(description='Instead of ids: only this scope ("*" for all).'),
+        ] = None,
+        limit: Annotated[
+            int,
+            Field(description="Most memories a query or filter forgets.", ge=1, le=check.MAX_LIMIT),
+        ] = 10,
+        dry_run: Annotated[
+            bool | None,
+            Field(
+                description="Preview without deleting. Defaults to true for a query or filter, "
+                "false for ids."
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, Forgotten]:
-        """Delete memories by id, permanently."""
+        """Delete memories permanently: by id, or (after a dry-run preview) by query or filter."""
         with _tool_errors("forget"):
-            return _result(service.memory().forget(ids))
+            return _result(service.memory().forget(ids, query, tags, scope, limit, dry_run))
 
     @server.resource(
         "memory://stats",

@@ -30,7 +30,7 @@ from lancedb.expr import col, lit
 from lancedb.index import FTS, BTree, HnswSq
 from lancedb.query import MatchQuery
 
-from subcog.errors import ModelMismatch, StoreBusy, SubcogError
+from subcog.errors import MissingIds, ModelMismatch, StoreBusy, SubcogError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -267,23 +267,6 @@ class Store:
 
         return self._read(what, run)
 
-    def search(
-        self, vector: npt.NDArray[np.float32], limit: int, where: Filter
-    ) -> list[dict[str, Any]]:
-        """The nearest memories by cosine distance, exact, with the filter applied first."""
-        sql = where.sql()
-
-        def run() -> list[dict[str, Any]]:
-            query = self._table.search(vector).distance_type("cosine")
-            if sql:
-                query = query.where(sql, prefilter=True)
-            rows: list[dict[str, Any]] = (
-                query.select([*MEMORY_COLUMNS, "_distance"]).limit(limit).to_list()
-            )
-            return rows
-
-        return self._read("search", run)
-
     def candidates(
         self, text: str, vector: npt.NDArray[np.float32], depth: int, where: Filter
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -303,15 +286,7 @@ class Store:
             return rows
 
         def semantic() -> list[dict[str, Any]]:
-            query = self._table.search(vector).distance_type("cosine")
-            if self._vector_indexed:
-                query = query.nprobes(NPROBES).ef(HNSW_EF).refine_factor(REFINE_FACTOR)
-            if sql:
-                query = query.where(sql, prefilter=True)
-            rows: list[dict[str, Any]] = (
-                query.select([*columns, "_distance"]).limit(depth).to_list()
-            )
-            return rows
+            return self._vector_query(vector, sql, columns, depth)
 
         # The two searches run at once: each spends most of its time in Lance, outside the GIL.
         lexical_rows = self._pool.submit(self._read, "full-text search", lexical)
@@ -363,15 +338,21 @@ class Store:
     def _write(self, what: str, action: Callable[[], T]) -> T:
         return _retrying(WRITE_ATTEMPTS, what, action)
 
-    def add_new(self, rows: Sequence[Row]) -> list[dict[str, Any] | None]:
+    def add_new(
+        self, rows: Sequence[Row], replacing: Sequence[str] = ()
+    ) -> list[dict[str, Any] | None]:
         """Add the rows that are new; for each row, None if added, else the memory it repeats.
 
         A row repeats a memory with its id, or with its content (by hash) in its scope, or an
         earlier row of the same call. The check and the add happen under the cross-process
         write lock, in one commit, so two processes remembering the same text at once still
-        store it once.
+        store it once. The memories with the ids in `replacing` are deleted under the same lock,
+        after the add; all of them must exist, or nothing changes (MissingIds).
         """
         with self._locked():
+            missing = set(replacing) - self.existing(replacing)
+            if missing:
+                raise MissingIds(sorted(missing))
             known = self._known(rows)
             results: list[dict[str, Any] | None] = []
             fresh: list[Row] = []
@@ -387,9 +368,30 @@ class Store:
             if fresh:
                 data = self._arrow(fresh)
                 self._write("add", lambda: self._table.add(data))
+            kept = {result["id"] for result in results if result is not None}
+            self._delete_locked([i for i in replacing if i not in kept])
         if fresh:
             self._wrote(len(fresh))
         return results
+
+    def nearest(
+        self, vector: npt.NDArray[np.float32], limit: int, where: Filter
+    ) -> list[tuple[dict[str, Any], float]]:
+        """The closest memories by cosine, with their similarity."""
+        sql = where.sql()
+        rows = self._read("nearest", lambda: self._vector_query(vector, sql, MEMORY_COLUMNS, limit))
+        return [(row, 1.0 - float(row.pop("_distance"))) for row in rows]
+
+    def _vector_query(
+        self, vector: npt.NDArray[np.float32], sql: str | None, columns: list[str], limit: int
+    ) -> list[dict[str, Any]]:
+        query = self._table.search(vector).distance_type("cosine")
+        if self._vector_indexed:
+            query = query.nprobes(NPROBES).ef(HNSW_EF).refine_factor(REFINE_FACTOR)
+        if sql:
+            query = query.where(sql, prefilter=True)
+        rows: list[dict[str, Any]] = query.select([*columns, "_distance"]).limit(limit).to_list()
+        return rows
 
     def _known(self, rows: Sequence[Row]) -> dict[tuple[str, ...], dict[str, Any]]:
         """The stored memories that rows could repeat, keyed by id and by (scope, hash)."""
@@ -412,12 +414,16 @@ class Store:
         """
         with self._locked():
             found = self.existing(ids)
-            if found:
-                self._write("delete", lambda: self._table.delete(col("id").isin(sorted(found))))
-                self._erase_marker.write_text(uuid.uuid4().hex)
-        if found:
-            self._upkeep_soon()
+            self._delete_locked(sorted(found))
         return [memory_id for memory_id in ids if memory_id in found]
+
+    def _delete_locked(self, ids: Sequence[str]) -> None:
+        """Delete rows that exist, holding the write lock, and have their bytes erased."""
+        if not ids:
+            return
+        self._write("delete", lambda: self._table.delete(col("id").isin(list(ids))))
+        self._erase_marker.write_text(uuid.uuid4().hex)
+        self._upkeep_soon()
 
     def _arrow(self, rows: Sequence[Row]) -> pa.Table:
         vectors = np.stack([row.vector for row in rows]).astype(np.float32).reshape(-1)

@@ -93,14 +93,16 @@ def check_limit(limit: object) -> int:
     return limit
 
 
-def check_ids(ids: object) -> list[str]:
+def check_ids(ids: object, name: str = "ids") -> list[str]:
     if isinstance(ids, str) or not isinstance(ids, Iterable):
-        raise InvalidInput("ids must be a list of memory ids, as returned by remember or recall.")
+        raise InvalidInput(
+            f"{name} must be a list of memory ids, as returned by remember or recall."
+        )
     id_list = list(ids)
     if not id_list:
-        raise InvalidInput("ids is empty. Call recall to find the ids of memories to forget.")
+        raise InvalidInput(f"{name} is empty. Call recall to find the ids of memories.")
     if len(id_list) > MAX_IDS:
-        raise InvalidInput(f"{len(id_list)} ids given; forget at most {MAX_IDS} at a time.")
+        raise InvalidInput(f"{len(id_list)} ids given in {name}; at most {MAX_IDS} at a time.")
     for memory_id in id_list:
         if not isinstance(memory_id, str) or not _ID.fullmatch(memory_id):
             shown = repr(memory_id)[:50]
