@@ -46,17 +46,17 @@ Sections and what each figure means:
     must no longer return it (``still recalled``); and one plain recall. When the writers have
     exited, the prober's server keeps running (erasure is the upkeep of running servers) while
     the data dir is scanned every 0.5 s, two ways. Byte for byte: every byte of every file is
-    searched for every forgotten marker text (and id). LanceDB compresses strings once a
-    fragment holds many rows, so a sample of live memory texts is searched for too
-    (``controls``): when they do not show, a byte search cannot see text on disk. So, also:
-    LanceDB never rewrites a data file, and subcog writes only under its lock, so a marker can
-    only be in a data file written between its remember and its forget's reply; such a file in
-    which no memory text shows byte for byte (its strings may be compressed) is a ``suspect``
-    and must be gone too. ``erased after`` is the time from the last forget's reply to the first
-    scan with neither a marker's bytes nor a suspect file (target <= 60 s; the scan gives up at
-    90 s). Then the prober exits and, as for ``writers``, stats and list must show exactly
-    4 x per-writer memories, none lost, none duplicated, no marker left, and no tool error
-    from any client.
+    searched for every forgotten marker text, its uuid on its own (a full-text index keeps
+    words) and its id. LanceDB can compress strings, so a sample of live memory texts is
+    searched for too (``controls``): when they do not show, a byte search cannot see text on
+    disk. So, also: LanceDB never rewrites a .lance file (data or index), and subcog writes
+    only under its lock, so a marker can only be in a .lance file written between its remember
+    and its forget's reply; such a file in which no memory text shows byte for byte (its
+    strings may be compressed) is a ``suspect`` and must be gone too. ``erased after`` is the
+    time from the last forget's reply to the first scan with neither a marker's bytes nor a
+    suspect file (target <= 60 s; the scan gives up at 90 s). Then the prober exits and, as for
+    ``writers``, stats and list must show exactly 4 x per-writer memories, none lost, none
+    duplicated, no marker left, and no tool error from any client.
 
 Because the figures mean little on a busy machine, each section also reports how many cores
 processes other than this script and its children used meanwhile (from /proc, Linux only), and a
@@ -291,7 +291,7 @@ def read_all_files(path: Path) -> Iterator[tuple[Path, float, bytes]]:
 
 @dataclass
 class Scan:
-    markers: set[str]  # forgotten marker texts found byte for byte
+    markers: set[str]  # forgotten marker texts found byte for byte, or their uuid alone
     ids: set[str]  # forgotten marker ids found byte for byte
     in_window: list[str]  # data files written while a forgotten marker was live
     suspects: list[str]  # those of them in which no memory text shows byte for byte
@@ -320,18 +320,20 @@ def scan_disk(
     """Look for forgotten markers in every file under path, two ways.
 
     forgotten: id -> (marker text, wall time before its remember, wall time after its forget).
-    Byte for byte: the marker texts and ids, and, as a control, live memory texts. LanceDB may
-    compress strings, so a text can be on disk without its bytes showing. Hence also: LanceDB
-    never changes a data file once written, and every add, delete and compaction holds subcog's
-    write lock, so a marker can only be in a data file written between its remember and its
-    forget's reply. Such a file in which no memory text shows byte for byte (so its strings may
-    be compressed, and the byte search cannot clear it) is a suspect until it is gone.
+    Byte for byte: the marker texts, their uuids on their own (as a full-text index keeps
+    words), their memory ids and, as a control, live memory texts. LanceDB may compress
+    strings, so a text can be on disk without its bytes showing. Hence also: LanceDB never
+    changes a .lance file (data or index) once written, and every add, delete and compaction
+    holds subcog's write lock, so a marker can only be in a .lance file written between its
+    remember and its forget's reply. Such a file in which no memory text shows byte for byte
+    (its strings may be compressed, so the byte search cannot clear it) is a suspect until it
+    is gone.
     """
     started = time.perf_counter()
     markers = {text for text, _, _ in forgotten.values()}
     windows = sorted((born, gone) for _, born, gone in forgotten.values())
     found_markers: set[str] = set()
-    found_ids: set[str] = set()
+    found_hex: set[str] = set()
     in_window: list[str] = []
     suspects: list[str] = []
     wanted_controls = {text.encode() for text in controls}
@@ -340,15 +342,16 @@ def scan_disk(
         found_markers.update(
             MARKER_PREFIX + match.group(1).decode() for match in MARKER_ON_DISK.finditer(data)
         )
-        found_ids.update(match.group(0).decode() for match in HEX_ID_ON_DISK.finditer(data))
+        found_hex.update(match.group(0).decode() for match in HEX_ID_ON_DISK.finditer(data))
         found_controls.update(text for text in wanted_controls - found_controls if text in data)
         if file.suffix == ".lance" and any(born <= mtime <= gone for born, gone in windows):
             in_window.append(str(file.relative_to(path)))
             if not PLAIN_MEMORY_TEXT.search(data) and not MARKER_ON_DISK.search(data):
                 suspects.append(in_window[-1])
     return Scan(
-        markers=found_markers & markers,
-        ids=found_ids & set(forgotten),
+        markers=(found_markers & markers)
+        | {text for text in markers if text.removeprefix(MARKER_PREFIX) in found_hex},
+        ids=found_hex & set(forgotten),
         in_window=sorted(in_window),
         suspects=sorted(suspects),
         controls=len(found_controls),

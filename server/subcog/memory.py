@@ -230,27 +230,23 @@ class Memory:
     def _ranked(
         self, text: str, limit: int, where: Filter, diverse: bool = True
     ) -> ranking.Ranking:
-        import numpy as np
-
         started = time.perf_counter()
         vector = self.embedder.embed([text])[0]
         embedded = time.perf_counter()
         lexical, semantic = self.store.candidates(text, vector, ranking.DEPTH, where)
         found: dict[str, ranking.Candidate] = {}
-        for row in semantic:
-            found[row["id"]] = ranking.Candidate(
-                row,
-                np.asarray(row.pop("vector"), dtype=np.float32),
-                cosine=1.0 - float(row.pop("_distance")),
-            )
-        for row in lexical:
-            bm25 = float(row.pop("_score"))
+        for row, stored, cosine in zip(
+            semantic.rows, semantic.vectors, semantic.scores, strict=True
+        ):
+            found[row["id"]] = ranking.Candidate(row, stored, float(cosine))
+        lexical_cosines = lexical.vectors @ vector  # BM25-only finds need their cosine too
+        for row, stored, bm25, cosine in zip(
+            lexical.rows, lexical.vectors, lexical.scores, lexical_cosines, strict=True
+        ):
             if row["id"] in found:
-                found[row["id"]].bm25 = bm25
+                found[row["id"]].bm25 = float(bm25)
             else:
-                stored_vector = np.asarray(row.pop("vector"), dtype=np.float32)
-                cosine = float(stored_vector @ vector)
-                found[row["id"]] = ranking.Candidate(row, stored_vector, cosine, bm25)
+                found[row["id"]] = ranking.Candidate(row, stored, float(cosine), float(bm25))
         result = ranking.rank(list(found.values()), text, limit, diverse=diverse)
         done = time.perf_counter()
         log.debug(

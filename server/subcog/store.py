@@ -8,13 +8,13 @@ and CLI commands can share a store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 from filelock import FileLock, Timeout
+from lancedb.background_loop import LOOP
 from lancedb.expr import col, lit
 from lancedb.index import FTS, BTree, HnswSq
 from lancedb.query import MatchQuery
@@ -123,6 +124,22 @@ def _naive_utc(moment: datetime) -> datetime:
 
 
 @dataclass
+class Found:
+    """Rows found by a search: their columns, their vectors as one matrix, and their scores."""
+
+    rows: list[dict[str, Any]]
+    vectors: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, table: pa.Table, scores: npt.NDArray[Any]) -> Found:
+        column = table["vector"].combine_chunks()
+        vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+        rows = table.select(MEMORY_COLUMNS).to_pylist()
+        return cls(rows, vectors.astype(np.float32, copy=False), scores.astype(np.float64))
+
+
+@dataclass
 class Row:
     id: str
     content: str
@@ -162,10 +179,6 @@ class Store:
     _writes: int = field(init=False, default=0)
     _upkeep_running: threading.Lock = field(init=False, default_factory=threading.Lock)
     _vector_indexed: bool = field(init=False, default=False)
-    _pool: ThreadPoolExecutor = field(
-        init=False,
-        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="subcog-search"),
-    )
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -269,29 +282,35 @@ class Store:
 
     def candidates(
         self, text: str, vector: npt.NDArray[np.float32], depth: int, where: Filter
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The best `depth` memories by BM25 (with `_score`) and by cosine (with `_distance`),
-        both over the filtered rows only, each with its vector."""
+    ) -> tuple[Found, Found]:
+        """The best `depth` memories by BM25 and by cosine similarity, both over the filtered
+        rows only, each with its vector."""
         sql = where.sql()
         columns = [*MEMORY_COLUMNS, "vector"]
 
-        def lexical() -> list[dict[str, Any]]:
+        async def both() -> tuple[pa.Table, pa.Table]:
+            # Both searches at once, on LanceDB's own event loop: threads would take turns.
+            table = self._table._table  # the AsyncTable behind the sync handle
             # MatchQuery: the words are searched as they are, OR-ed, never parsed as a query
             # language. (mypy cannot see the defaults of lancedb's pydantic dataclass.)
             match = MatchQuery(text, "content")  # type: ignore[call-arg]
-            query = self._table.search(match, query_type="fts")
-            if sql:
-                query = query.where(sql, prefilter=True)
-            rows: list[dict[str, Any]] = query.select([*columns, "_score"]).limit(depth).to_list()
-            return rows
+            lexical = await table.search(match, query_type="fts")
+            semantic = (await table.search(vector)).distance_type("cosine")
+            if self._vector_indexed:
+                semantic = semantic.nprobes(NPROBES).ef(HNSW_EF).refine_factor(REFINE_FACTOR)
+            if sql:  # the async API filters before searching unless told otherwise
+                lexical, semantic = lexical.where(sql), semantic.where(sql)
+            found: tuple[pa.Table, pa.Table] = await asyncio.gather(
+                lexical.select([*columns, "_score"]).limit(depth).to_arrow(),
+                semantic.select([*columns, "_distance"]).limit(depth).to_arrow(),
+            )
+            return found
 
-        def semantic() -> list[dict[str, Any]]:
-            return self._vector_query(vector, sql, columns, depth)
-
-        # The two searches run at once: each spends most of its time in Lance, outside the GIL.
-        lexical_rows = self._pool.submit(self._read, "full-text search", lexical)
-        semantic_rows = self._read("vector search", semantic)
-        return lexical_rows.result(), semantic_rows
+        lexical, semantic = self._read("search", lambda: LOOP.run(both()))  # type: ignore[no-untyped-call]
+        return (
+            Found.of(lexical, lexical["_score"].to_numpy()),
+            Found.of(semantic, 1.0 - semantic["_distance"].to_numpy()),
+        )
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -379,19 +398,21 @@ class Store:
     ) -> list[tuple[dict[str, Any], float]]:
         """The closest memories by cosine, with their similarity."""
         sql = where.sql()
-        rows = self._read("nearest", lambda: self._vector_query(vector, sql, MEMORY_COLUMNS, limit))
-        return [(row, 1.0 - float(row.pop("_distance"))) for row in rows]
+        table = self._read(
+            "nearest", lambda: self._vector_query(vector, sql, MEMORY_COLUMNS, limit)
+        )
+        rows: list[dict[str, Any]] = table.drop_columns(["_distance"]).to_pylist()
+        return list(zip(rows, (1.0 - table["_distance"].to_numpy()).tolist(), strict=True))
 
     def _vector_query(
         self, vector: npt.NDArray[np.float32], sql: str | None, columns: list[str], limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> pa.Table:
         query = self._table.search(vector).distance_type("cosine")
         if self._vector_indexed:
             query = query.nprobes(NPROBES).ef(HNSW_EF).refine_factor(REFINE_FACTOR)
         if sql:
             query = query.where(sql, prefilter=True)
-        rows: list[dict[str, Any]] = query.select([*columns, "_distance"]).limit(limit).to_list()
-        return rows
+        return query.select([*columns, "_distance"]).limit(limit).to_arrow()
 
     def _known(self, rows: Sequence[Row]) -> dict[tuple[str, ...], dict[str, Any]]:
         """The stored memories that rows could repeat, keyed by id and by (scope, hash)."""
