@@ -32,6 +32,7 @@ COMMANDS = {
     "doctor": "Check model resolution and the store, and print every path used.",
     "import": "Remember every line of a JSONL file, in batches; importing twice adds nothing.",
     "export": "Write every memory as JSONL: id, content, tags, scope, metadata, created_at.",
+    "reindex": "Re-embed every memory with the configured model (SUBCOG_MODEL).",
 }
 
 
@@ -102,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings)
         if command == "doctor":
             return _doctor(settings)
+        if command == "reindex":
+            return _reindex(settings)
         return _run(command, args, settings)
     except SubcogError as exc:
         print(f"subcog: {exc}", file=sys.stderr)
@@ -185,6 +188,26 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
         else:
             for key, value in stats.model_dump().items():
                 print(f"{key}: {value}")
+    return 0
+
+
+def _reindex(settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from subcog.memory import reindex
+
+    with tqdm(unit="memories", file=sys.stderr, desc="reindex") as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done)
+
+        count = reindex(settings, progress=advance)
+    print(
+        f"re-embedded {count} memories with {settings.model}"
+        if count
+        else f"nothing to do: every memory is embedded with {settings.model}"
+    )
     return 0
 
 

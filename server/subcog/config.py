@@ -10,6 +10,7 @@ from pathlib import Path
 from subcog.errors import InvalidSetting
 
 APP_NAME = "subcog"
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def _default_data_dir() -> Path:
@@ -40,6 +41,11 @@ SETTINGS: tuple[Setting, ...] = (
         "SUBCOG_CACHE_DIR",
         "platformdirs user cache dir + /models",
         "Where the embedding model is cached (Hugging Face cache layout).",
+    ),
+    Setting(
+        "SUBCOG_MODEL",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "The fastembed text embedding model. Changing it needs `subcog reindex`.",
     ),
     Setting(
         "SUBCOG_MODEL_PATH",
@@ -118,6 +124,7 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 class Settings:
     data_dir: Path
     cache_dir: Path
+    model: str
     model_path: Path | None
     default_scope: str
     load_timeout: float
@@ -148,6 +155,7 @@ class Settings:
         return cls(
             data_dir=_path(env, "SUBCOG_DATA_DIR") or _default_data_dir(),
             cache_dir=_path(env, "SUBCOG_CACHE_DIR") or _default_cache_dir(),
+            model=env.get("SUBCOG_MODEL", "").strip() or DEFAULT_MODEL,
             model_path=_path(env, "SUBCOG_MODEL_PATH"),
             default_scope=scope,
             load_timeout=_float(env, "SUBCOG_LOAD_TIMEOUT", 20.0, 0.0, 3600.0),

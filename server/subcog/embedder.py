@@ -78,9 +78,24 @@ class ModelSource:
     location: Path
 
 
-def snapshot_dir(cache_dir: Path) -> Path | None:
+def model_spec(name: str) -> tuple[int, str]:
+    """A fastembed text model's dimension and Hugging Face repository."""
+    if name == MODEL_NAME:
+        return DIMENSION, "Qdrant/all-MiniLM-L6-v2-onnx"  # known without importing fastembed
+    from fastembed import TextEmbedding
+
+    for spec in TextEmbedding.list_supported_models():
+        if spec["model"] == name:
+            return int(spec["dim"]), str(spec["sources"]["hf"])
+    raise ModelUnavailable(
+        f"SUBCOG_MODEL={name} is not a fastembed text embedding model. "
+        f"Unset it to use {MODEL_NAME}."
+    )
+
+
+def snapshot_dir(cache_dir: Path, name: str = MODEL_NAME) -> Path | None:
     """The cached snapshot that refs/main points at, if it holds a model."""
-    repo = cache_dir / HF_REPO_DIR
+    repo = cache_dir / ("models--" + model_spec(name)[1].replace("/", "--"))
     try:
         revision = (repo / "refs" / "main").read_text().strip()
     except OSError:
@@ -164,14 +179,15 @@ def _assemble(sources: dict[str, Path], repo: Path, snapshot: Path) -> Path:
 
 
 class Embedder:
-    """all-MiniLM-L6-v2 through fastembed: unit-length float32 vectors of DIMENSION."""
+    """A fastembed text model (all-MiniLM-L6-v2 by default): unit-length float32 vectors."""
 
-    name = MODEL_NAME
-    dimension = DIMENSION
-
-    def __init__(self, model: Any, source: ModelSource) -> None:
+    def __init__(
+        self, model: Any, source: ModelSource, name: str = MODEL_NAME, dimension: int = DIMENSION
+    ) -> None:
         self._model = model
         self.source = source
+        self.name = name
+        self.dimension = dimension
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         import numpy as np
@@ -180,15 +196,20 @@ class Embedder:
         return vectors.reshape(len(texts), self.dimension)
 
 
-def _fastembed(**kwargs: Any) -> Any:
+def _fastembed(name: str, **kwargs: Any) -> Any:
     from fastembed import TextEmbedding
 
-    return TextEmbedding(MODEL_NAME, **kwargs)
+    return TextEmbedding(name, **kwargs)
 
 
 def load_embedder(settings: Settings) -> Embedder:
     """Find the model (see the module docstring) and load it. Raises ModelUnavailable."""
-    cache_dir = settings.cache_dir
+    cache_dir, name = settings.cache_dir, settings.model
+    dimension = model_spec(name)[0]
+
+    def embedder(model: Any, source: ModelSource) -> Embedder:
+        return Embedder(model, source, name, dimension)
+
     if settings.model_path is not None:
         path = settings.model_path
         missing = [
@@ -202,47 +223,49 @@ def load_embedder(settings: Settings) -> Embedder:
                 "holding model.onnx, tokenizer.json and tokenizer_config.json, or unset it."
             )
         try:
-            model = _fastembed(specific_model_path=str(path))
+            model = _fastembed(name, specific_model_path=str(path))
         except Exception as exc:
             raise ModelUnavailable(
                 f"Could not load the model in SUBCOG_MODEL_PATH={path}: {exc}"
             ) from exc
-        return Embedder(model, ModelSource("path", path))
+        return embedder(model, ModelSource("path", path))
 
     failures: list[str] = []
-    snapshot = snapshot_dir(cache_dir)
+    snapshot = snapshot_dir(cache_dir, name)
     if snapshot is not None:
         try:
-            return Embedder(_load_cached(cache_dir), ModelSource("cache", snapshot))
+            return embedder(_load_cached(name, cache_dir), ModelSource("cache", snapshot))
         except Exception as exc:
             failures.append(f"cache {snapshot}: {exc}")
             log.warning(
                 "the cached model in %s did not load (%s); trying the next source", snapshot, exc
             )
 
-    snapshot = assemble_bundle(cache_dir)
+    snapshot = assemble_bundle(cache_dir) if name == MODEL_NAME else None
     if snapshot is not None:
         try:
-            return Embedder(_load_cached(cache_dir), ModelSource("bundle", snapshot))
+            return embedder(_load_cached(name, cache_dir), ModelSource("bundle", snapshot))
         except Exception as exc:
             failures.append(f"offline bundle {snapshot}: {exc}")
     else:
-        failures.append("offline bundle: not installed")
+        failures.append(
+            f"offline bundle: {'not installed' if name == MODEL_NAME else 'MiniLM only'}"
+        )
 
-    log.info("downloading %s into %s (progress below)", MODEL_NAME, cache_dir)
+    log.info("downloading %s into %s (progress below)", name, cache_dir)
     try:
-        model = _fastembed(cache_dir=str(cache_dir))
-        snapshot = snapshot_dir(cache_dir)
-        return Embedder(model, ModelSource("download", snapshot or cache_dir))
+        model = _fastembed(name, cache_dir=str(cache_dir))
+        snapshot = snapshot_dir(cache_dir, name)
+        return embedder(model, ModelSource("download", snapshot or cache_dir))
     except Exception as exc:
         failures.append(f"download: {exc}")
     raise ModelUnavailable(
-        f"The embedding model {MODEL_NAME} could not be loaded ("
+        f"The embedding model {name} could not be loaded ("
         + "; ".join(failures)
         + ").\n"
         + HOW_TO_PROVIDE.format(cache=cache_dir)
     )
 
 
-def _load_cached(cache_dir: Path) -> Any:
-    return _fastembed(cache_dir=str(cache_dir), local_files_only=True)
+def _load_cached(name: str, cache_dir: Path) -> Any:
+    return _fastembed(name, cache_dir=str(cache_dir), local_files_only=True)

@@ -418,8 +418,17 @@ def open_memory(settings: Settings) -> Memory:
     return Memory(open_store(settings), load_embedder(settings), settings)
 
 
-def open_store(settings: Settings) -> Store:
-    from subcog.embedder import DIMENSION, MODEL_NAME
+def open_store(settings: Settings, check_model: bool = True) -> Store:
+    from subcog.embedder import model_spec
     from subcog.store import Store
 
-    return Store(settings.data_dir, MODEL_NAME, DIMENSION)
+    dimension = model_spec(settings.model)[0]
+    return Store(settings.data_dir, settings.model, dimension, check_model=check_model)
+
+
+def reindex(settings: Settings, progress: Callable[[int, int], None] | None = None) -> int:
+    """Re-embed every memory with the configured model (see Store.reindex)."""
+    from subcog.embedder import load_embedder
+
+    embedder = load_embedder(settings)
+    return open_store(settings, check_model=False).reindex(embedder.embed, progress=progress)

@@ -42,6 +42,7 @@ LOCK_TIMEOUT_S = 30.0
 # Every add or delete makes a LanceDB version and, for adds, a fragment. Compacting after this
 # many writes by one process keeps the table small and searches fast.
 UPKEEP_EVERY = 50
+QUIET_AFTER_S = 1.0  # and after a write, once no other write followed for this long
 # Compaction merges fragments smaller than this into fragments of about this size, and leaves
 # bigger ones alone, so each run rewrites at most this many rows however large the table is.
 FRAGMENT_ROWS = 4096
@@ -69,6 +70,8 @@ WRITE_ATTEMPTS = 8
 # from every file by scanning the bytes (see README, "Forget means erased").
 PLAIN = {"lance-encoding:compression": "none"}
 MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]
+NEXT_VECTOR = "vector_next"  # a reindex in progress writes the new model's vectors here
+MODEL_MARK = ".model-changed"  # touched when a reindex switches the model
 
 
 def schema(model: str, dimension: int) -> pa.Schema:
@@ -174,11 +177,14 @@ class Store:
     data_dir: Path
     model: str
     dimension: int
+    check_model: bool = True  # False only for `subcog reindex`, which changes the model
     _table: Any = field(init=False, repr=False)
     _lock: FileLock = field(init=False, repr=False)
     _writes: int = field(init=False, default=0)
     _upkeep_running: threading.Lock = field(init=False, default_factory=threading.Lock)
     _vector_indexed: bool = field(init=False, default=False)
+    _quiet: threading.Timer | None = field(init=False, default=None)
+    _model_mark: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -197,7 +203,8 @@ class Store:
             else:
                 self._table = db.create_table(TABLE, schema=schema(self.model, self.dimension))
                 self._table.set_unenforced_primary_key("id")
-            self._check_model()
+            if self.check_model:
+                self._check_model()
             self._ensure_indexes()
         if self._erase_pending() is not None:
             self._upkeep_soon()  # a process that exited left forgotten rows to erase
@@ -236,16 +243,35 @@ class Store:
     def _erase_marker(self) -> Path:
         return self.data_dir / ".erase-pending"
 
+    def _meta(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in (self._table.schema.metadata or {}).items()}
+
     def _check_model(self) -> None:
-        meta = {k.decode(): v.decode() for k, v in (self._table.schema.metadata or {}).items()}
+        """Vectors of two models cannot be compared: refuse to mix them. Checked when the store
+        opens and before every write, since `subcog reindex` may change the model meanwhile."""
+        if not self.check_model:
+            return
+        meta = self._meta()
         built_with = (meta.get("subcog.model"), meta.get("subcog.dimension"))
         if built_with != (self.model, str(self.dimension)):
             raise ModelMismatch(
-                f"The store in {self.data_dir} was built with the embedding model "
-                f"{built_with[0]} ({built_with[1]} dimensions), but {self.model} "
-                f"({self.dimension} dimensions) is loaded. Use the model the store was built "
-                "with, or point SUBCOG_DATA_DIR at another directory."
+                f"The store in {self.data_dir} holds vectors of the embedding model "
+                f"{built_with[0]} ({built_with[1]} dimensions), but this subcog uses "
+                f"{self.model} ({self.dimension} dimensions). Run `subcog reindex` to re-embed "
+                f"every memory with {self.model}, or set SUBCOG_MODEL={built_with[0]} to keep "
+                "the model the store was built with."
             )
+
+    def _check_model_if_changed(self) -> None:
+        """Before a search: a reindex by another process touches MODEL_MARK when it switches
+        the model, so a stat call is all a search costs until then."""
+        try:
+            mark = (self.data_dir / MODEL_MARK).stat().st_mtime
+        except OSError:
+            mark = 0.0
+        if mark != self._model_mark:
+            self._read("model check", self._check_model)
+            self._model_mark = mark
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -285,6 +311,7 @@ class Store:
     ) -> tuple[Found, Found]:
         """The best `depth` memories by BM25 and by cosine similarity, both over the filtered
         rows only, each with its vector."""
+        self._check_model_if_changed()
         sql = where.sql()
         columns = [*MEMORY_COLUMNS, "vector"]
 
@@ -369,6 +396,7 @@ class Store:
         after the add; all of them must exist, or nothing changes (MissingIds).
         """
         with self._locked():
+            self._check_model()
             missing = set(replacing) - self.existing(replacing)
             if missing:
                 raise MissingIds(sorted(missing))
@@ -462,14 +490,119 @@ class Store:
             schema=self._table.schema,
         )
 
+    # Model changes
+
+    def reindex(
+        self,
+        embed: Callable[[list[str]], npt.NDArray[np.float32]],
+        batch_size: int = 256,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Re-embed every memory with this store's model; return how many were re-embedded.
+
+        The new vectors go into a column of their own, batch by batch, while servers keep
+        serving from the old one; a row still without a new vector is what is left to do, so an
+        interrupted run resumes where it stopped. The switch, filling the last rows and swapping
+        the columns and the recorded model, happens under the write lock. From then on, servers
+        still running the old model refuse to write or search until restarted.
+        """
+        with self._locked():
+            meta, names = self._meta(), self._table.schema.names
+            done = (meta.get("subcog.model"), meta.get("subcog.dimension")) == (
+                self.model,
+                str(self.dimension),
+            )
+            if done and NEXT_VECTOR not in names:
+                return 0
+            if NEXT_VECTOR in names and meta.get("subcog.reindex_to") != self.model:
+                self._table.drop_columns([NEXT_VECTOR])  # left by a reindex to another model
+                names = self._table.schema.names
+            if NEXT_VECTOR not in names:
+                next_type = pa.list_(pa.float32(), self.dimension)
+                self._table.add_columns(pa.field(NEXT_VECTOR, next_type, nullable=True))
+                self._update_meta({"subcog.reindex_to": self.model})
+        total = int(self._table.count_rows())
+        while self._fill_next(embed, batch_size, total, progress, locked=False):
+            pass
+        with self._locked():
+            while self._fill_next(embed, batch_size, total, progress, locked=True):
+                pass
+            for index in self._table.list_indices():
+                if index.columns == ["vector"]:
+                    self._table.drop_index(index.name)
+            self._table.drop_columns(["vector"])
+            self._table.alter_columns({"path": NEXT_VECTOR, "rename": "vector"})
+            self._update_meta(
+                {
+                    "subcog.model": self.model,
+                    "subcog.dimension": str(self.dimension),
+                    "subcog.reindex_to": None,  # removes the key
+                }
+            )
+            self._vector_indexed = False
+            (self.data_dir / MODEL_MARK).touch()
+        self._upkeep_soon()  # builds the vector index again if the store is large
+        return total
+
+    def _fill_next(
+        self,
+        embed: Callable[[list[str]], npt.NDArray[np.float32]],
+        batch_size: int,
+        total: int,
+        progress: Callable[[int, int], None] | None,
+        locked: bool,
+    ) -> bool:
+        """Embed one batch of rows that have no new vector yet; False when none is left."""
+        todo = self._scan("reindex", f"{NEXT_VECTOR} IS NULL", ["id", "content"], batch_size)
+        if todo.num_rows == 0:
+            return False
+        vectors = embed(todo["content"].to_pylist()).astype(np.float32).reshape(-1)
+        update = pa.table(
+            {
+                "id": todo["id"],
+                NEXT_VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors), self.dimension),
+            },
+            schema=pa.schema(  # the id is the primary key: merge_insert needs it non-nullable
+                [
+                    pa.field("id", pa.string(), nullable=False),
+                    pa.field(NEXT_VECTOR, pa.list_(pa.float32(), self.dimension)),
+                ]
+            ),
+        )
+        if locked:
+            self._write("reindex", lambda: self._merge_next(update))
+        else:
+            with self._locked():
+                self._write("reindex", lambda: self._merge_next(update))
+        if progress:
+            progress(todo.num_rows, total)
+        return True
+
+    def _merge_next(self, update: pa.Table) -> None:
+        self._table.merge_insert("id").when_matched_update_all().execute(update)
+
+    def _update_meta(self, values: dict[str, str | None]) -> None:
+        import lance
+
+        lance.dataset(str(self._uri)).update_schema_metadata(values)
+        self._table.checkout_latest()
+
     # Upkeep: compaction, version cleanup and erasure, one process at a time, never inside a
     # tool call: it runs in a background thread and only when the write lock is free.
 
     def _wrote(self, count: int) -> None:
+        """Compact every UPKEEP_EVERY writes, and once a burst of writes has ended, so that the
+        searches after it do not pay for many small fragments."""
         self._writes += count
         if self._writes >= UPKEEP_EVERY:
             self._writes = 0
             self._upkeep_soon()
+        if self._quiet is not None:
+            self._quiet.cancel()
+        self._quiet = threading.Timer(QUIET_AFTER_S, self.upkeep)
+        self._quiet.name = "subcog-upkeep"
+        self._quiet.daemon = True
+        self._quiet.start()
 
     def _upkeep_soon(self, delay: float = 0.0) -> None:
         timer = threading.Timer(delay, self.upkeep)
