@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from subcog.server import build_server
+    from subcog.server import Service, build_server
 
     exe = shutil.which("subcog") or sys.argv[0]
     print(
@@ -133,7 +133,11 @@ def _serve(settings: Settings) -> int:
             "More clients are in README.md. Press Ctrl-C to stop.",
             file=sys.stderr,
         )
-    build_server(settings).run("stdio")
+    service = Service(settings)
+    try:
+        build_server(settings, service).run("stdio")
+    finally:
+        service.close()
     return 0
 
 
@@ -141,6 +145,13 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
     from subcog.memory import open_memory
 
     memory = open_memory(settings)
+    try:
+        return _command(command, args, memory)
+    finally:
+        memory.store.close()
+
+
+def _command(command: str, args: argparse.Namespace, memory: Memory) -> int:
     if command == "remember":
         result = memory.remember(args.text, args.tag, args.scope)
         print(f"{result.status}: {result.id} (scope {result.scope})")
@@ -225,6 +236,7 @@ def _import(memory: Memory, path: Path) -> int:
         return 1
     bad = len(report.bad_lines)
     print(f"added {report.added}, already present {report.existing}, bad lines {bad}")
+    memory.store.upkeep()  # compact and index now, so the store is ready for searches
     for number, problem in report.bad_lines:
         print(f"{path}:{number}: {problem}", file=sys.stderr)
     return 1 if report.bad_lines else 0

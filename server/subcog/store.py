@@ -184,6 +184,9 @@ class Store:
     _upkeep_running: threading.Lock = field(init=False, default_factory=threading.Lock)
     _vector_indexed: bool = field(init=False, default=False)
     _quiet: threading.Timer | None = field(init=False, default=None)
+    _timers: set[threading.Timer] = field(init=False, default_factory=set)
+    _timers_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _closed: bool = field(init=False, default=False)
     _model_mark: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
@@ -418,7 +421,7 @@ class Store:
             kept = {result["id"] for result in results if result is not None}
             self._delete_locked([i for i in replacing if i not in kept])
         if fresh:
-            self._wrote(len(fresh))
+            self._wrote()
         return results
 
     def nearest(
@@ -590,25 +593,38 @@ class Store:
     # Upkeep: compaction, version cleanup and erasure, one process at a time, never inside a
     # tool call: it runs in a background thread and only when the write lock is free.
 
-    def _wrote(self, count: int) -> None:
-        """Compact every UPKEEP_EVERY writes, and once a burst of writes has ended, so that the
-        searches after it do not pay for many small fragments."""
-        self._writes += count
+    def _wrote(self) -> None:
+        """After a commit (one fragment, however many rows): compact every UPKEEP_EVERY commits,
+        and once a burst of writes has ended, so that the searches after it do not pay for
+        many small fragments."""
+        self._writes += 1
         if self._writes >= UPKEEP_EVERY:
             self._writes = 0
             self._upkeep_soon()
         if self._quiet is not None:
             self._quiet.cancel()
-        self._quiet = threading.Timer(QUIET_AFTER_S, self.upkeep)
-        self._quiet.name = "subcog-upkeep"
-        self._quiet.daemon = True
-        self._quiet.start()
+        self._quiet = self._upkeep_soon(QUIET_AFTER_S)
 
-    def _upkeep_soon(self, delay: float = 0.0) -> None:
+    def _upkeep_soon(self, delay: float = 0.0) -> threading.Timer:
         timer = threading.Timer(delay, self.upkeep)
         timer.name = "subcog-upkeep"
         timer.daemon = True
+        with self._timers_lock:
+            if self._closed:
+                return timer
+            self._timers = {t for t in self._timers if t.is_alive()} | {timer}
         timer.start()
+        return timer
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop scheduling upkeep and wait for a pass in progress: a process that exits while
+        a background thread is inside Lance can abort instead of exiting cleanly."""
+        with self._timers_lock:
+            self._closed = True
+            for timer in self._timers:
+                timer.cancel()
+        if self._upkeep_running.acquire(timeout=timeout):
+            self._upkeep_running.release()
 
     def watch(self) -> None:
         """For long-running processes: look now and then for upkeep that another process left."""
