@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -96,3 +97,24 @@ def test_forget_erases_the_text_from_every_file_and_keeps_the_rest(memory: Memor
 
 def test_data_dir_env_is_respected(tmp_path: Path, settings: Settings) -> None:
     assert settings.data_dir == tmp_path / "data"
+
+
+def test_past_a_size_searches_use_one_vector_index_rebuilt_as_the_store_grows(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 300)
+    texts = [f"Note {i}: box {i} on shelf {i % 7} holds {i * 3} screws." for i in range(300)]
+    assert memory.import_jsonl(json.dumps({"content": t}) for t in texts).added == 300
+    assert memory.store.upkeep()
+    assert memory.store._vector_indexed
+    memory.remember("The spare house key is taped under the blue flowerpot.")
+    found = memory.recall("Where is the spare key hidden?", limit=1).memories
+    assert found[0].content == "The spare house key is taped under the blue flowerpot."
+
+    more = [f"Later note {i}: crate {i} went to the attic in week {i}." for i in range(80)]
+    memory.import_jsonl(json.dumps({"content": t}) for t in more)
+    assert memory.store.upkeep()
+    (index,) = [i for i in memory.store._table.list_indices() if i.columns == ["vector"]]
+    stats = memory.store._table.index_stats(index.name)
+    assert stats.num_unindexed_rows == 0  # rebuilt over everything, not one graph per upkeep
+    assert stats.num_indices == 1

@@ -60,6 +60,7 @@ HNSW_ROWS_PER_GRAPH = 250_000
 NPROBES = 64
 HNSW_EF = 300
 REFINE_FACTOR = 3
+VECTOR_REBUILD_SHARE = 0.15
 # Every write makes a version; LanceDB caches each version's metadata. Bounded, so a server's
 # memory stays flat however long it runs.
 META_CACHE_BYTES = 32 * 2**20
@@ -228,13 +229,23 @@ class Store:
 
     def _index_vectors(self) -> None:
         """Exact search reads every vector; past VECTOR_INDEX_ROWS an HNSW index answers the
-        same (recall@10 against exact search is measured by benchmarks/bench.py)."""
-        self._vector_indexed = "vector" in self._indexed()  # perhaps built by another process
+        same (recall@10 against exact search is measured by benchmarks/bench.py).
+
+        New rows are searched exactly next to the index until they are VECTOR_REBUILD_SHARE of
+        it; then the index is built again over everything. Folding them in as they come would
+        add one small graph per upkeep, and every search would walk all of them.
+        """
+        index = next((i for i in self._table.list_indices() if i.columns == ["vector"]), None)
+        self._vector_indexed = index is not None  # perhaps built by another process
         rows = self._table.count_rows()
-        if self._vector_indexed or rows < VECTOR_INDEX_ROWS:
+        if rows < VECTOR_INDEX_ROWS:
             return
+        if index is not None:
+            stats = self._table.index_stats(index.name)
+            if stats is None or stats.num_unindexed_rows <= VECTOR_REBUILD_SHARE * rows:
+                return
         config = HnswSq(distance_type="cosine", num_partitions=max(1, rows // HNSW_ROWS_PER_GRAPH))
-        self._table.create_index("vector", config=config)
+        self._table.create_index("vector", config=config, replace=True)
         self._vector_indexed = True
         log.info("built the vector index over %d memories", rows)
 
@@ -697,7 +708,8 @@ class Store:
         if erasing:
             self._table.create_index("content", config=FTS(), replace=True)
             dataset = lance.dataset(str(self._uri))
-        dataset.optimize.optimize_indices()
+        others = [i.name for i in self._table.list_indices() if i.columns != ["vector"]]
+        dataset.optimize.optimize_indices(index_names=others)
         self._table.checkout_latest()
         self._index_vectors()
         lance.dataset(str(self._uri)).cleanup_old_versions(older_than=KEEP_OLD_VERSIONS)
