@@ -36,7 +36,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 sys.path.insert(0, str(Path(__file__).parent))
-from startup import percentile, subcog_command
+from common import percentile, subcog_command
 
 PEOPLE = [
     "Ana",
@@ -239,9 +239,9 @@ async def measure(data_dir: str, size: int, calls: int) -> dict[str, Any]:
         "spawn_to_initialize_s": to_initialize,
         "spawn_to_first_remember_s": to_remember,
         "remember_p50_ms": statistics.median(remember_ms),
-        "remember_p95_ms": percentile(remember_ms, 0.95),
+        "remember_p95_ms": percentile(remember_ms, 95),
         "recall_p50_ms": statistics.median(recall_ms),
-        "recall_p95_ms": percentile(recall_ms, 0.95),
+        "recall_p95_ms": percentile(recall_ms, 95),
         "recall_embed_p50_ms": embed_ms,
         "recall_search_p50_ms": search_ms,
         "peak_rss_mb": rss,

@@ -78,7 +78,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -95,6 +94,9 @@ import anyio
 import anyio.to_thread
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import percentile, subcog_command
 
 SECTIONS = ("growth", "writers", "harness")
 WRITERS = 4
@@ -189,16 +191,6 @@ def question(index: int) -> str:
     return f"What do we know about {subject} and {topic}?"
 
 
-def subcog_command() -> str:
-    beside_python = Path(sys.executable).parent / "subcog"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("subcog")
-    if found is None:
-        sys.exit("concurrency.py: cannot find the subcog command next to Python or on PATH")
-    return found
-
-
 SUBCOG = subcog_command()
 
 
@@ -207,17 +199,6 @@ def server_env(data_dir: Path) -> dict[str, str]:
 
 
 # Figures
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks; NaN if empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def latency(values: Sequence[float]) -> dict[str, float]:

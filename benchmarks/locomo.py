@@ -48,7 +48,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -60,6 +59,9 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import percentile, subcog_command
+
 ADVERSARIAL = 5
 KS = (1, 5, 10)
 SESSION_KEY = re.compile(r"session_(\d+)")
@@ -67,16 +69,6 @@ LOADING_HINT = "Retry this call"
 LOADING_RETRIES = 30
 LOADING_PAUSE_S = 1.0
 LOG_PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
-
-
-def subcog_command() -> str:
-    beside_python = Path(sys.executable).parent / "subcog"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("subcog")
-    if found is None:
-        sys.exit("locomo.py: cannot find the subcog command next to Python or on PATH")
-    return found
 
 
 @dataclass
@@ -273,17 +265,6 @@ def score(
         evidence_found=len(in_top),
         error=None if found is not None else "recall failed",
     )
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks; NaN if empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def metrics(results: list[QuestionResult]) -> dict[str, float]:

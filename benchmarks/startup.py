@@ -19,7 +19,6 @@ import itertools
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import percentile, subcog_command
 
 SUBJECTS = [
     "Ana", "The build server", "Our team", "My sister", "The staging cluster", "Grandpa",
@@ -57,14 +59,6 @@ def sentences(count: int) -> list[str]:
         if len(out) == count:
             break
     return out
-
-
-def subcog_command() -> str:
-    beside = Path(sys.executable).parent / "subcog"
-    found = str(beside) if beside.exists() else shutil.which("subcog")
-    if not found:
-        sys.exit("subcog is not installed; run `make run` or `pip install -e .` first")
-    return found
 
 
 class Server:
@@ -129,11 +123,6 @@ class Server:
                 stream.close()
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def cold_starts(runs: int) -> dict[str, list[float]]:
     to_init, to_remember = [], []
     for _ in range(runs):
@@ -193,7 +182,7 @@ def main() -> None:
     print(f"{'what':<34}{'p50':>10}{'p95':>10}{'max':>10}  unit")
     summary: dict[str, Any] = {"machine": machine}
     for name, values, unit in rows:
-        p50, p95 = statistics.median(values), percentile(values, 0.95)
+        p50, p95 = statistics.median(values), percentile(values, 95)
         print(f"{name:<34}{p50:>10.3f}{p95:>10.3f}{max(values):>10.3f}  {unit}")
         summary[name] = {"p50": p50, "p95": p95, "max": max(values), "unit": unit, "n": len(values)}
     if args.json:

@@ -12,6 +12,18 @@ from typing import Any
 
 from mcp import Client, StdioServerParameters
 
+# A raw JSON-RPC initialize request, for tests that speak the protocol by hand.
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "subcog-tests", "version": "1"},
+    },
+}
+
 
 def subcog_command() -> str:
     here = Path(sys.executable).parent / "subcog"
@@ -56,12 +68,7 @@ class JsonRpc:
                 return reply
 
     def initialize(self) -> None:
-        params = {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "test", "version": "1"},
-        }
-        self.wait(self.send("initialize", params))
+        self.wait(self.send("initialize", INITIALIZE["params"]))
         assert self.proc.stdin is not None
         self.proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
         self.proc.stdin.flush()

@@ -16,18 +16,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from subcog.config import Settings
-from tests.servers import call, subcog_command
+from tests.servers import INITIALIZE, call, subcog_command
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "http-test", "version": "1"},
-    },
-}
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 

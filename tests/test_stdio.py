@@ -15,7 +15,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
 
-from tests.servers import call, server_params, subcog_command
+from tests.servers import INITIALIZE, call, server_params, subcog_command
 
 pytestmark = pytest.mark.anyio
 
@@ -55,16 +55,7 @@ async def test_bad_input_over_stdio_is_a_tool_error() -> None:
 
 def test_every_byte_on_stdout_is_a_json_rpc_message() -> None:
     requests: list[dict[str, Any]] = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "stdout-test", "version": "1"},
-            },
-        },
+        INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
         {
