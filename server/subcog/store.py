@@ -672,13 +672,15 @@ class Store:
                 return False
             try:
                 erasing = self._erase_pending()
+                before = self._table.version
                 self._compact(erasing=erasing is not None)
+                rewrote = self._table.version != before
                 if erasing is not None and self._erase_pending() == erasing:
                     self._erase_marker.unlink()
             finally:
                 self._lock.release()
-            if erasing is not None:
-                # The versions from before the erasure are dropped once they are old enough.
+            if erasing is not None or rewrote:
+                # The versions (and files) this pass replaced are dropped once old enough.
                 self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
             return True
         except Exception:
