@@ -9,11 +9,13 @@ and CLI commands can share a store.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -155,6 +157,17 @@ class Row:
     created_at: datetime
 
 
+# Stores still open. At exit they stop their upkeep first: a thread that is inside Lance when the
+# interpreter shuts down can abort the process ("FATAL: exception not rethrown").
+_OPEN: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for store in list(_OPEN):
+        store.close()
+
+
 def _retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
     """Run action, retrying with backoff: LanceDB commits can conflict with another process's,
     and a read can lose files to another process's cleanup. Both succeed on a fresh try."""
@@ -171,7 +184,7 @@ def _retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not field equality: stores live in a WeakSet
 class Store:
     """One data directory: the LanceDB table, its lock file and its upkeep."""
 
@@ -210,6 +223,7 @@ class Store:
             if self.check_model:
                 self._check_model()
             self._ensure_indexes()
+        _OPEN.add(self)
         if self._erase_pending() is not None:
             self._upkeep_soon()  # a process that exited left forgotten rows to erase
 
@@ -661,7 +675,7 @@ class Store:
 
         Returns whether it ran: it never waits for the lock, so a busy store is done later.
         """
-        if not self._upkeep_running.acquire(blocking=False):
+        if self._closed or not self._upkeep_running.acquire(blocking=False):
             return False
         try:
             try:
