@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from subcog.server import Service, build_server
+    from subcog.server import build_server
 
     exe = shutil.which("subcog") or sys.argv[0]
     print(
@@ -133,11 +133,7 @@ def _serve(settings: Settings) -> int:
             "More clients are in README.md. Press Ctrl-C to stop.",
             file=sys.stderr,
         )
-    service = Service(settings)
-    try:
-        build_server(settings, service).run("stdio")
-    finally:
-        service.close()
+    build_server(settings).run("stdio")  # open stores stop their upkeep at exit (store.py)
     return 0
 
 
@@ -145,13 +141,6 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
     from subcog.memory import open_memory
 
     memory = open_memory(settings)
-    try:
-        return _command(command, args, memory)
-    finally:
-        memory.store.close()
-
-
-def _command(command: str, args: argparse.Namespace, memory: Memory) -> int:
     if command == "remember":
         result = memory.remember(args.text, args.tag, args.scope)
         print(f"{result.status}: {result.id} (scope {result.scope})")

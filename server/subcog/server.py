@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 
 from mcp.server.mcpserver import MCPServer
@@ -43,7 +43,7 @@ INSTRUCTIONS = (
 
 
 class Loading(Generic[T]):
-    """A value built by a background thread; ``get`` waits for it a bounded time."""
+    """A value built by a background thread; ``wait`` waits for it a bounded time."""
 
     def __init__(self, what: str, build: Callable[[], T]) -> None:
         self.what = what
@@ -113,12 +113,6 @@ class Service:
     def start(self) -> None:
         self.store.start()
         self.embedder.start()
-
-    def close(self) -> None:
-        """Let a pass of store upkeep finish before the process exits."""
-        if self.store.wait(time.monotonic()):
-            with suppress(SubcogError):
-                self.store.get().close()
 
     def memory(self) -> Memory:
         if self._memory is None:
