@@ -278,15 +278,16 @@ class Memory:
         if ids is not None:
             wanted = check.check_ids(ids)
             if dry_run:
-                found = self.store.existing(wanted)
+                rows = {i: self.store.get(i) for i in wanted}
                 return Forgotten(
                     forgotten=[],
-                    missing=[i for i in wanted if i not in found],
+                    missing=[i for i, row in rows.items() if row is None],
                     dry_run=True,
-                    matches=[self._match(self.get(i)) for i in wanted if i in found],
+                    matches=[self._match(row) for row in rows.values() if row is not None],
                 )
             gone = self.store.delete(wanted)
-            return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in set(gone)])
+            deleted = set(gone)
+            return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in deleted])
         if not by_filter:
             raise InvalidInput(
                 "Say what to forget: ids from recall, or a query and/or tags and scope "
