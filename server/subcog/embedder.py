@@ -15,7 +15,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -197,9 +198,39 @@ class Embedder:
 
 
 def _fastembed(name: str, **kwargs: Any) -> Any:
+    import fastembed.common.onnx_model as onnx_model
+    import onnxruntime as ort
     from fastembed import TextEmbedding
 
-    return TextEmbedding(name, **kwargs)
+    # ONNX Runtime's worker threads spin after each run by default: between two embeddings they
+    # keep a core busy, the one LanceDB's searches and writes need. fastembed does not expose
+    # the setting, so its session options are made here while the model loads.
+    def quiet_options() -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        return options
+
+    with _LOADING:
+        setattr(onnx_model, "ort", _Onnx(ort, quiet_options))  # noqa: B010
+        try:
+            return TextEmbedding(name, **kwargs)
+        finally:
+            setattr(onnx_model, "ort", ort)  # noqa: B010
+
+
+class _Onnx:
+    """onnxruntime as fastembed sees it while loading, with our session options."""
+
+    def __init__(self, ort: Any, session_options: Callable[[], Any]) -> None:
+        self._ort = ort
+        self.SessionOptions = session_options
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ort, name)
+
+
+_LOADING = threading.Lock()
 
 
 def load_embedder(settings: Settings) -> Embedder:
