@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +14,7 @@ from subcog.config import Settings
 from subcog.embedder import DIMENSION, MODEL_NAME, Embedder
 from subcog.errors import ModelMismatch
 from subcog.memory import Memory, open_store
-from subcog.store import Store
+from subcog.store import Filter, Store
 
 
 def test_the_table_has_the_documented_schema_and_records_the_model(settings: Settings) -> None:
@@ -103,6 +104,7 @@ def test_past_a_size_searches_use_one_vector_index_rebuilt_as_the_store_grows(
     memory: Memory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 300)
+    memory.store._mirror.max_rows = 300  # past it, searches go to LanceDB and its index
     texts = [f"Note {i}: box {i} on shelf {i % 7} holds {i * 3} screws." for i in range(300)]
     assert memory.import_jsonl(json.dumps({"content": t}) for t in texts).added == 300
     assert memory.store.upkeep()
@@ -118,3 +120,68 @@ def test_past_a_size_searches_use_one_vector_index_rebuilt_as_the_store_grows(
     stats = memory.store._table.index_stats(index.name)
     assert stats.num_unindexed_rows == 0  # rebuilt over everything, not one graph per upkeep
     assert stats.num_indices == 1
+
+
+SHELF = [
+    ("The red kettle is on the top shelf.", ["kitchen"], "home", "2024-01-05T10:00:00Z"),
+    ("The blue kettle broke last winter.", ["kitchen", "broken"], "home", "2024-03-01T10:00:00Z"),
+    ("Kettle descaling uses citric acid.", ["kitchen"], "chores", "2024-06-10T10:00:00Z"),
+    ("The office kettle is shared with floor two.", [], "work", "2025-02-01T10:00:00Z"),
+    ("Tea bags are in the tin next to the kettle.", ["kitchen"], "home", "2025-05-20T10:00:00Z"),
+]
+
+
+def shelf_memory(memory: Memory) -> Memory:
+    lines = [
+        json.dumps({"content": c, "tags": t, "scope": s, "created_at": at}) for c, t, s, at in SHELF
+    ]
+    assert memory.import_jsonl(lines).added == len(SHELF)
+    return memory
+
+
+def test_the_in_memory_search_and_lancedb_give_the_same_results_under_every_filter(
+    memory: Memory,
+) -> None:
+    store = shelf_memory(memory).store
+    vector = memory.embedder.embed(["Where is the kettle?"])[0]
+    filters = [
+        Filter(),
+        Filter(scope="home"),
+        Filter(tags=("kitchen",)),
+        Filter(tags=("kitchen", "broken")),
+        Filter(scope="home", since=datetime(2024, 2, 1, tzinfo=timezone.utc)),
+        Filter(until=datetime(2024, 6, 10, 10, tzinfo=timezone.utc)),
+        Filter(scope="nowhere"),
+    ]
+    for where in filters:
+        in_memory = store.nearest(vector, 10, where)
+        store._mirror.max_rows = 0  # the same search, by LanceDB
+        store._mirror.forget()
+        by_lancedb = store.nearest(vector, 10, where)
+        store._mirror.max_rows = 1000
+        assert [row["id"] for row, _ in in_memory] == [row["id"] for row, _ in by_lancedb]
+        assert [round(s, 4) for _, s in in_memory] == [round(s, 4) for _, s in by_lancedb]
+        assert in_memory == [] or in_memory[0][0] == by_lancedb[0][0]
+
+
+def test_the_in_memory_copy_follows_deletes_compaction_and_other_handles(
+    memory: Memory, settings: Settings, embedder: Embedder
+) -> None:
+    shelf_memory(memory)
+    other = Memory(open_store(settings), embedder, settings)
+    query, everywhere = "Which kettle broke?", "*"
+    broken = memory.recall(query, limit=1, scope=everywhere).memories[0]
+    assert broken.content == "The blue kettle broke last winter."
+    assert other.recall(query, limit=1, scope=everywhere).memories[0].id == broken.id
+
+    other.forget(ids=[broken.id])
+    found = memory.recall(query, limit=10, scope=everywhere).memories
+    assert broken.id not in {m.id for m in found}
+    added = other.remember("The green kettle broke this morning.", scope="home").id
+    assert memory.recall(query, limit=1, scope=everywhere).memories[0].id == added
+
+    memory.store.erase_now()  # compaction rewrites the fragments
+    assert memory.recall(query, limit=1, scope=everywhere).memories[0].id == added
+    assert len(memory.list(everywhere, 50)) == len(SHELF)
+    again = memory.remember("The green kettle broke this morning.", scope="home")
+    assert again.status == "exists"
