@@ -175,11 +175,14 @@ def candidate(
     text: str, seconds: int, cosine: float, bm25: float = 0.0, scope: str = "s"
 ) -> ranking.Candidate:
     row = {
+        "id": text,
         "content": text,
         "scope": scope,
         "created_at": datetime(2025, 1, 1) + timedelta(seconds=seconds),
     }
-    return ranking.Candidate(row, unit(cosine, 1 - cosine, seconds), cosine, bm25)
+    vector = unit(cosine, 1 - cosine, seconds)
+    micros = seconds * 1_000_000
+    return ranking.Candidate(text, scope, micros, vector, cosine, lambda: row, bm25)
 
 
 def test_context_lifts_a_memory_stored_next_to_a_strong_match() -> None:

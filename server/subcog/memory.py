@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -23,9 +24,6 @@ from subcog.config import Settings
 from subcog.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from subcog.embedder import Embedder
     from subcog.store import Filter, Row, Store
 
@@ -234,35 +232,31 @@ class Memory:
         self, text: str, limit: int, where: Filter, diverse: bool = True
     ) -> ranking.Ranking:
         started = time.perf_counter()
-        embedding = 0.0
-
-        def embed() -> npt.NDArray[np.float32]:
-            nonlocal embedding
-            began = time.perf_counter()
-            vector: npt.NDArray[np.float32] = self.embedder.embed([text])[0]
-            embedding = time.perf_counter() - began
-            return vector
-
-        lexical, semantic, vector = self.store.candidates(text, embed, ranking.DEPTH, where)
+        vector = self.embedder.embed([text])[0]
+        embedded = time.perf_counter()
+        lexical, semantic = self.store.candidates(text, vector, ranking.DEPTH, where)
         found: dict[str, ranking.Candidate] = {}
-        for row, stored, cosine in zip(
-            semantic.rows, semantic.vectors, semantic.scores, strict=True
-        ):
-            found[row["id"]] = ranking.Candidate(row, stored, float(cosine))
         lexical_cosines = lexical.vectors @ vector  # BM25-only finds need their cosine too
-        for row, stored, bm25, cosine in zip(
-            lexical.rows, lexical.vectors, lexical.scores, lexical_cosines, strict=True
-        ):
-            if row["id"] in found:
-                found[row["id"]].bm25 = float(bm25)
-            else:
-                found[row["id"]] = ranking.Candidate(row, stored, float(cosine), float(bm25))
+        for search, cosines in ((semantic, semantic.scores), (lexical, lexical_cosines)):
+            columns = zip(search.ids(), search.scopes(), search.created(), strict=True)
+            for i, (memory_id, scope, created) in enumerate(columns):
+                if memory_id not in found:
+                    found[memory_id] = ranking.Candidate(
+                        memory_id,
+                        scope,
+                        created,
+                        search.vectors[i],
+                        float(cosines[i]),
+                        partial(search.row, i),
+                    )
+        for memory_id, bm25 in zip(lexical.ids(), lexical.scores.tolist(), strict=True):
+            found[memory_id].bm25 = bm25
         result = ranking.rank(list(found.values()), text, limit, diverse=diverse)
         done = time.perf_counter()
-        log.debug(  # the full-text search runs while the query is embedded
+        log.debug(
             "recall timing embed_ms=%.3f search_ms=%.3f",
-            embedding * 1000,
-            (done - started - embedding) * 1000,
+            (embedded - started) * 1000,
+            (done - embedded) * 1000,
         )
         return result
 

@@ -23,9 +23,10 @@ W_BM25 0.3-0.45 and BETA 0.25-0.4 all give recall@10 0.79-0.81.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # numpy stays out of the server's start-up
@@ -53,11 +54,18 @@ NOTHING_FOUND = "Nothing relevant is remembered for this query."
 class Candidate:
     """One memory found by either search."""
 
-    row: dict[str, Any]
+    id: str
+    scope: str
+    created: int  # microseconds since the epoch
     vector: npt.NDArray[np.float32]  # unit length
     cosine: float
+    load: Callable[[], dict[str, Any]]  # its stored columns, read only if needed
     bm25: float = 0.0  # 0 when full-text search did not find it
     score: float = field(default=0.0)
+
+    @cached_property
+    def row(self) -> dict[str, Any]:
+        return self.load()
 
 
 @dataclass
@@ -96,16 +104,15 @@ def rank(candidates: Sequence[Candidate], query: str, limit: int, diverse: bool 
 
 
 def _add_context(candidates: Sequence[Candidate]) -> None:
-    gap = NEIGHBOUR_GAP.total_seconds()
-    order = sorted(candidates, key=lambda c: (c.row["scope"], c.row["created_at"]))
+    gap = NEIGHBOUR_GAP // timedelta(microseconds=1)
+    order = sorted(candidates, key=lambda c: (c.scope, c.created))
     own = [c.score for c in order]
     for i, c in enumerate(order):
         neighbour = 0.0
         for j in (i - 1, i + 1):
             if 0 <= j < len(order):
                 other = order[j]
-                close = abs((other.row["created_at"] - c.row["created_at"]).total_seconds()) <= gap
-                if other.row["scope"] == c.row["scope"] and close:
+                if other.scope == c.scope and abs(other.created - c.created) <= gap:
                     neighbour = max(neighbour, own[j])
         c.score = (own[i] + BETA * neighbour) / (1 + BETA)
 

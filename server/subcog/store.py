@@ -133,9 +133,12 @@ def _naive_utc(moment: datetime) -> datetime:
 
 @dataclass
 class Found:
-    """Rows found by a search: their columns, their vectors as one matrix, and their scores."""
+    """Rows found by a search: their columns, their vectors as one matrix, and their scores.
 
-    rows: list[dict[str, Any]]
+    Rows become Python objects only when asked for: a search finds a hundred, a recall
+    returns a few."""
+
+    table: pa.Table  # MEMORY_COLUMNS
     vectors: npt.NDArray[np.float32]
     scores: npt.NDArray[np.float64]
 
@@ -143,8 +146,35 @@ class Found:
     def of(cls, table: pa.Table, scores: npt.NDArray[Any]) -> Found:
         column = table["vector"].combine_chunks()
         vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
-        rows = table.select(MEMORY_COLUMNS).to_pylist()
-        return cls(rows, vectors.astype(np.float32, copy=False), scores.astype(np.float64))
+        return cls(
+            table.select(MEMORY_COLUMNS),
+            vectors.astype(np.float32, copy=False),
+            scores.astype(np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def ids(self) -> list[str]:
+        ids: list[str] = self.table["id"].to_pylist()
+        return ids
+
+    def scopes(self) -> list[str]:
+        scopes: list[str] = self.table["scope"].to_pylist()
+        return scopes
+
+    def created(self) -> list[int]:
+        """created_at, in microseconds since the epoch."""
+        created: list[int] = self.table["created_at"].cast(pa.int64()).to_pylist()
+        return created
+
+    def row(self, index: int) -> dict[str, Any]:
+        row: dict[str, Any] = self.table.slice(index, 1).to_pylist()[0]
+        return row
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.table.to_pylist()
+        return rows
 
 
 @dataclass
@@ -343,32 +373,26 @@ class Store:
         return self._read(what, run)
 
     def candidates(
-        self,
-        text: str,
-        embed: Callable[[], npt.NDArray[np.float32]],
-        depth: int,
-        where: Filter,
-    ) -> tuple[Found, Found, npt.NDArray[np.float32]]:
+        self, text: str, vector: npt.NDArray[np.float32], depth: int, where: Filter
+    ) -> tuple[Found, Found]:
         """The best `depth` memories by BM25 and by cosine similarity, both over the filtered
-        rows only, each with its vector; and the query's vector, from `embed`.
+        rows only, each with its vector.
 
-        Both searches read one version of the table. The full-text search runs in another
-        thread while this one embeds the query (ONNX Runtime and Lance both release the GIL).
+        Both searches read one version of the table, at once: the full-text search in another
+        thread (Lance releases the GIL). Not while the query is embedded: ONNX Runtime's
+        threads use both cores then, and both would be slower.
         """
         self._check_model_if_changed()
         sql = where.sql()
-        vector: list[npt.NDArray[np.float32]] = []
 
         def run() -> tuple[pa.Table, Found]:
             snapshot = self._mirror.latest()
             lexical = self._searches.submit(self._words, snapshot, text, depth, sql)
-            if not vector:
-                vector.append(embed())
-            semantic = self._vectors(snapshot, vector[0], depth, where, sql)
+            semantic = self._vectors(snapshot, vector, depth, where, sql)
             return lexical.result(), semantic
 
         lexical, semantic = self._read("search", run)
-        return Found.of(lexical, lexical["_score"].to_numpy()), semantic, vector[0]
+        return Found.of(lexical, lexical["_score"].to_numpy()), semantic
 
     @staticmethod
     def _words(snapshot: Snapshot, text: str, depth: int, sql: str | None) -> pa.Table:
@@ -395,7 +419,7 @@ class Store:
             rows, vectors, scores = snapshot.nearest(
                 vector, limit, where.scope, where.tags, where.since, where.until
             )
-            return Found(rows.select(MEMORY_COLUMNS).to_pylist(), vectors, scores)
+            return Found(rows.select(MEMORY_COLUMNS), vectors, scores)
         table = self._vector_query(vector, sql, [*MEMORY_COLUMNS, "vector"], limit)
         return Found.of(table, 1.0 - table["_distance"].to_numpy())
 
@@ -499,7 +523,7 @@ class Store:
         found = self._read(
             "nearest", lambda: self._vectors(self._mirror.latest(), vector, limit, where, sql)
         )
-        return list(zip(found.rows, found.scores.tolist(), strict=True))
+        return list(zip(found.rows(), found.scores.tolist(), strict=True))
 
     def _vector_query(
         self, vector: npt.NDArray[np.float32], sql: str | None, columns: list[str], limit: int
