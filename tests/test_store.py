@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from subcog.config import Settings
 from subcog.embedder import DIMENSION, MODEL_NAME, Embedder
 from subcog.errors import ModelMismatch
 from subcog.memory import Memory, open_store
-from subcog.store import Filter, Store
+from subcog.store import Filter, Later, Store
 
 
 def test_the_table_has_the_documented_schema_and_records_the_model(settings: Settings) -> None:
@@ -185,3 +187,24 @@ def test_the_in_memory_copy_follows_deletes_compaction_and_other_handles(
     assert len(memory.list(everywhere, 50)) == len(SHELF)
     again = memory.remember("The green kettle broke this morning.", scope="home")
     assert again.status == "exists"
+
+
+def test_upkeep_asked_for_later_still_runs_after_an_earlier_run() -> None:
+    """A compaction asks for cleanup seconds later; an earlier request must not swallow it."""
+    runs: list[float] = []
+    done = threading.Event()
+
+    def action() -> None:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            later.soon(0.05)  # asked for during a run, like the cleanup after a compaction
+            later.soon(0.4)
+        if len(runs) == 3:
+            done.set()
+
+    later = Later(action, "test-later")
+    started = time.monotonic()
+    later.quiet(0.01)
+    assert done.wait(10), f"ran {len(runs)} times"
+    later.close()
+    assert runs[2] - started >= 0.4

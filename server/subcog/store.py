@@ -9,6 +9,7 @@ and CLI commands can share a store.
 from __future__ import annotations
 
 import atexit
+import heapq
 import logging
 import os
 import threading
@@ -385,19 +386,20 @@ class Store:
         self._check_model_if_changed()
         sql = where.sql()
 
-        def run() -> tuple[pa.Table, Found]:
+        def run() -> tuple[Found, Found]:
             snapshot = self._mirror.latest()
             lexical = self._searches.submit(self._words, snapshot, text, depth, sql)
             semantic = self._vectors(snapshot, vector, depth, where, sql)
             return lexical.result(), semantic
 
-        lexical, semantic = self._read("search", run)
-        return Found.of(lexical, lexical["_score"].to_numpy()), semantic
+        return self._read("search", run)
 
-    @staticmethod
-    def _words(snapshot: Snapshot, text: str, depth: int, sql: str | None) -> pa.Table:
+    def _words(self, snapshot: Snapshot, text: str, depth: int, sql: str | None) -> Found:
         # A match query: the words are searched as they are, OR-ed, never parsed as a query
         # language.
+        if snapshot.blocks is not None:
+            rows, vectors, scores = snapshot.words(text, depth, sql, self.dimension)
+            return Found(rows.select(MEMORY_COLUMNS), vectors, scores)
         found: pa.Table = snapshot.dataset.to_table(
             full_text_query={"query": text, "columns": ["content"]},
             columns=[*MEMORY_COLUMNS, "vector", "_score"],
@@ -405,7 +407,7 @@ class Store:
             prefilter=True,
             limit=depth,
         )
-        return found
+        return Found.of(found, found["_score"].to_numpy())
 
     def _vectors(
         self,
@@ -801,16 +803,18 @@ class Store:
 
 
 class Later:
-    """Runs one action in one background thread, at the earliest time asked for.
+    """Runs one action in one background thread, at each time asked for.
 
     Upkeep is asked for after every write; a threading.Timer per write would start a thread
-    each time (about 1 ms, inside the write's latency).
+    each time (about 1 ms, inside the write's latency). Times that have come when the thread
+    looks are served by one run; a later time is still served later (cleanup waits for the
+    versions a compaction replaced to grow old).
     """
 
     def __init__(self, action: Callable[[], object], name: str) -> None:
         self._action = action
         self._name = name
-        self._due: float | None = None  # the earliest time asked for by soon()
+        self._due: list[float] = []  # a heap of the times asked for by soon()
         self._quiet: float | None = None  # pushed back by every quiet()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -819,8 +823,7 @@ class Later:
     def soon(self, delay: float = 0.0) -> None:
         """Run in `delay` seconds, or earlier if asked for earlier."""
         with self._changed:
-            due = time.monotonic() + delay
-            self._due = due if self._due is None else min(self._due, due)
+            heapq.heappush(self._due, time.monotonic() + delay)
             self._wake()
 
     def quiet(self, delay: float) -> None:
@@ -851,11 +854,11 @@ class Later:
         """Wait until something is due and clear it; False once closed."""
         with self._changed:
             while not self._closed:
-                pending = [t for t in (self._due, self._quiet) if t is not None]
+                pending = self._due[:1] + ([] if self._quiet is None else [self._quiet])
                 now = time.monotonic()
                 if pending and min(pending) <= now:
-                    if self._due is not None and self._due <= now:
-                        self._due = None
+                    while self._due and self._due[0] <= now:
+                        heapq.heappop(self._due)
                     if self._quiet is not None and self._quiet <= now:
                         self._quiet = None
                     return True
