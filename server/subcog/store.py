@@ -153,9 +153,6 @@ class Found:
             scores.astype(np.float64),
         )
 
-    def __len__(self) -> int:
-        return len(self.table)
-
     def ids(self) -> list[str]:
         ids: list[str] = self.table["id"].to_pylist()
         return ids
@@ -234,7 +231,7 @@ class Store:
     _closed: bool = field(init=False, default=False)
     _model_mark: float = field(init=False, default=0.0)
     _mirror: Mirror = field(init=False, repr=False)
-    # Full-text search runs here while the caller embeds the query.
+    # The full-text search runs here while the caller searches the vectors.
     _searches: ThreadPoolExecutor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -821,7 +818,7 @@ class Later:
         self._closed = False
 
     def soon(self, delay: float = 0.0) -> None:
-        """Run in `delay` seconds, or earlier if asked for earlier."""
+        """Run in `delay` seconds (one run serves every time that has come by then)."""
         with self._changed:
             heapq.heappush(self._due, time.monotonic() + delay)
             self._wake()
