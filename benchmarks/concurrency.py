@@ -115,6 +115,10 @@ SHOWN_LOG_LINES = 40
 MARKER_PREFIX = "secret marker "
 MARKER_ON_DISK = re.compile(rb"secret marker ([0-9a-f]{32})")
 HEX_ID_ON_DISK = re.compile(rb"[0-9a-f]{32}")
+HEX_HASH_ON_DISK = re.compile(rb"[0-9a-f]{64}")
+# B-tree index files (on id and content_hash) hold ids and content hashes only, never text:
+# the byte search checks both, so such a file is never a suspect.
+BTREE_FILE = re.compile(r"_indices/[^/]+/page_(?:data|lookup)\.lance$")
 MB = 1_000_000
 CPU_SAMPLE_S = 5.0
 
@@ -259,6 +263,11 @@ def disk_usage(path: Path) -> tuple[int, int]:
     return total, files
 
 
+def content_hash(text: str) -> str:
+    """The hash subcog keeps of a memory's text (SHA-256 of the whitespace-normalised text)."""
+    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+
+
 def read_all_files(path: Path) -> Iterator[tuple[Path, float, bytes]]:
     """(path, mtime, content) of every file under path."""
     for root, _dirs, names in os.walk(path):
@@ -274,6 +283,7 @@ def read_all_files(path: Path) -> Iterator[tuple[Path, float, bytes]]:
 class Scan:
     markers: set[str]  # forgotten marker texts found byte for byte, or their uuid alone
     ids: set[str]  # forgotten marker ids found byte for byte
+    hashes: set[str]  # forgotten marker content hashes (SHA-256 hex) found byte for byte
     in_window: list[str]  # data files written while a forgotten marker was live
     suspects: list[str]  # those of them in which no memory text shows byte for byte
     controls: int  # live texts found byte for byte
@@ -286,6 +296,7 @@ class Scan:
         return {
             "markers": sorted(self.markers),
             "ids": sorted(self.ids),
+            "content_hashes": sorted(self.hashes),
             "data_files_written_while_a_marker_was_live": self.in_window,
             "suspect_data_files": self.suspects,
             "controls": self.controls,
@@ -308,13 +319,16 @@ def scan_disk(
     holds subcog's write lock, so a marker can only be in a .lance file written between its
     remember and its forget's reply. Such a file in which no memory text shows byte for byte
     (its strings may be compressed, so the byte search cannot clear it) is a suspect until it
-    is gone.
+    is gone. B-tree index files are not: they hold ids and content hashes, never text, and
+    both are searched byte for byte (reported, not failed: neither is the forgotten text).
     """
     started = time.perf_counter()
     markers = {text for text, _, _ in forgotten.values()}
     windows = sorted((born, gone) for _, born, gone in forgotten.values())
     found_markers: set[str] = set()
     found_hex: set[str] = set()
+    found_hashes: set[str] = set()
+    hashes = {content_hash(text): text for text, _, _ in forgotten.values()}
     in_window: list[str] = []
     suspects: list[str] = []
     wanted_controls = {text.encode() for text in controls}
@@ -324,15 +338,18 @@ def scan_disk(
             MARKER_PREFIX + match.group(1).decode() for match in MARKER_ON_DISK.finditer(data)
         )
         found_hex.update(match.group(0).decode() for match in HEX_ID_ON_DISK.finditer(data))
+        found_hashes.update(match.group(0).decode() for match in HEX_HASH_ON_DISK.finditer(data))
         found_controls.update(text for text in wanted_controls - found_controls if text in data)
         if file.suffix == ".lance" and any(born <= mtime <= gone for born, gone in windows):
             in_window.append(str(file.relative_to(path)))
-            if not PLAIN_MEMORY_TEXT.search(data) and not MARKER_ON_DISK.search(data):
+            text_shows = PLAIN_MEMORY_TEXT.search(data) or MARKER_ON_DISK.search(data)
+            if not text_shows and not BTREE_FILE.search(in_window[-1]):
                 suspects.append(in_window[-1])
     return Scan(
         markers=(found_markers & markers)
         | {text for text in markers if text.removeprefix(MARKER_PREFIX) in found_hex},
         ids=found_hex & set(forgotten),
+        hashes=found_hashes & set(hashes),
         in_window=sorted(in_window),
         suspects=sorted(suspects),
         controls=len(found_controls),
@@ -990,7 +1007,8 @@ async def harness(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         )
     print(
         f"  after every process exited: byte for byte {len(final.markers)} forgotten markers, "
-        f"{len(final.ids)} of their ids, {final.controls}/{len(controls)} control texts; "
+        f"{len(final.ids)} of their ids, {len(final.hashes)} of their content hashes, "
+        f"{final.controls}/{len(controls)} control texts; "
         f"{len(final.suspects)} suspect data files; section wall {wall_s:.1f} s"
     )
 
@@ -1027,6 +1045,12 @@ async def harness(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         none_of("marker bytes after all exited", sorted(final.markers)),
         none_of("suspect data files after all exited", final.suspects),
         Check("forgotten ids on disk after all exited", str(len(final.ids)), "-", None),
+        Check(
+            "forgotten content hashes on disk after all exited",
+            str(len(final.hashes)),
+            "-",
+            None,
+        ),
     ]
     print_checks(checks)
     print_problems("tool errors", errors)
