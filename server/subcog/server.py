@@ -130,6 +130,7 @@ class Service:
 
 def _watched(store: "Store") -> "Store":
     store.watch()  # a server lives long: it also finishes upkeep that others asked for
+    store.warm()  # while loading, not in the first recall (0.7 s at 100,000 memories)
     return store
 
 
