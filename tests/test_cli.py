@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from subcog.cli import main
+from subcog.config import Settings
+from subcog.memory import open_store
+from subcog.store import Store
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -107,3 +110,30 @@ def test_import_is_idempotent_reports_bad_lines_and_round_trips_with_export(
     assert "added 0, already present 3, bad lines 0" in out
     code, out, _ = run(capsys, "recall", "what sound do alpacas make", "--scope", "zoo", "--json")
     assert json.loads(out)["memories"][0]["tags"] == ["farm"]
+
+
+def test_a_bulk_import_builds_the_vector_index_once_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 300)
+    monkeypatch.setattr("subcog.store.UPKEEP_EVERY", 1)  # upkeep after every batch
+    monkeypatch.setattr("subcog.memory.IMPORT_BATCH", 100)
+    built: list[int] = []
+    original = Store._index_vectors
+
+    def counting(store: Store) -> None:
+        original(store)
+        if store._vector_indexed:
+            built.append(store._table.count_rows())
+
+    monkeypatch.setattr(Store, "_index_vectors", counting)
+    source = tmp_path / "notes.jsonl"
+    notes = [f"Crate {i} on shelf {i % 9} holds {i * 7} bolts." for i in range(700)]
+    source.write_text("\n".join(json.dumps({"content": note}) for note in notes))
+
+    assert main(["import", str(source)]) == 0
+
+    store = open_store(settings)
+    (index,) = [i for i in store._table.list_indices() if i.columns == ["vector"]]
+    assert store._table.index_stats(index.name).num_unindexed_rows == 0
+    assert set(built) == {700}  # never over part of the rows while importing

@@ -222,14 +222,15 @@ def _import(memory: Memory, path: Path) -> int:
         with path.open(encoding="utf-8") as handle:
             total = sum(1 for line in handle if line.strip())
             handle.seek(0)
-            with tqdm(total=total, unit="memories", file=sys.stderr, desc="import") as bar:
+            bar = tqdm(total=total, unit="memories", file=sys.stderr, desc="import")
+            with bar, memory.store.bulk():
                 report = memory.import_jsonl(handle, progress=bar.update)
     except OSError as exc:
         print(f"subcog: cannot read {path}: {exc}", file=sys.stderr)
         return 1
     bad = len(report.bad_lines)
     print(f"added {report.added}, already present {report.existing}, bad lines {bad}")
-    memory.store.upkeep()  # compact and index now, so the store is ready for searches
+    memory.store.upkeep_now()  # compact and index now, so the store is ready for searches
     for number, problem in report.bad_lines:
         print(f"{path}:{number}: {problem}", file=sys.stderr)
     return 1 if report.bad_lines else 0

@@ -231,6 +231,7 @@ class Store:
     _later: Later = field(init=False, repr=False)
     _closed: bool = field(init=False, default=False)
     _model_mark: float = field(init=False, default=0.0)
+    _bulk: bool = field(init=False, default=False)
     _mirror: Mirror = field(init=False, repr=False)
     # The full-text search runs here while the caller searches the vectors.
     _searches: ThreadPoolExecutor = field(init=False, repr=False)
@@ -790,8 +791,29 @@ class Store:
         others = [i.name for i in self._table.list_indices() if i.columns != ["vector"]]
         dataset.optimize.optimize_indices(index_names=others)
         self._table.checkout_latest()
-        self._index_vectors()
+        if not self._bulk:
+            self._index_vectors()
         lance.dataset(str(self._uri)).cleanup_old_versions(older_than=KEEP_OLD_VERSIONS)
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """For a bulk import: upkeep leaves the vector index alone until the end. Rebuilt each
+        time new rows reach VECTOR_REBUILD_SHARE of it, it would be built over and over as
+        the store grows."""
+        self._bulk = True
+        try:
+            yield
+        finally:
+            self._bulk = False
+
+    def upkeep_now(self) -> bool:
+        """Run upkeep before returning, waiting for the lock or a pass in progress."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while not self.upkeep():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def erase_now(self) -> None:
         """Erase forgotten rows before returning, for a process about to exit (the CLI)."""
