@@ -235,9 +235,10 @@ def _nothing(dimension: int) -> tuple[pa.Table, npt.NDArray[np.float32], npt.NDA
 class Mirror:
     """The latest snapshot of one Lance dataset, kept in step by reading what changed."""
 
-    def __init__(self, uri: Path, max_rows: int) -> None:
+    def __init__(self, uri: Path, max_rows: int, cache_bytes: tuple[int, int]) -> None:
         self._uri = uri
         self.max_rows = max_rows
+        self._cache_bytes = cache_bytes  # Lance's index and metadata caches, bounded
         self._head: LanceDataset | None = None
         self._snapshot: Snapshot | None = None
         self._blocks: dict[Hashable, Block] = {}  # by the fragment's metadata: files and deletions
@@ -296,7 +297,12 @@ class Mirror:
         import lance  # pylance: the Lance inside lancedb, with a faster path for plain reads
 
         if self._head is None:
-            self._head = lance.dataset(str(self._uri))
+            index_cache, metadata_cache = self._cache_bytes
+            self._head = lance.dataset(
+                str(self._uri),
+                index_cache_size_bytes=index_cache,
+                metadata_cache_size_bytes=metadata_cache,
+            )
         else:
             self._head.checkout_latest()  # type: ignore[no-untyped-call]
         return self._head

@@ -247,7 +247,7 @@ class Store:
                 index_cache_size_bytes=INDEX_CACHE_BYTES, metadata_cache_size_bytes=META_CACHE_BYTES
             ),
         )
-        self._mirror = Mirror(self._uri, MIRROR_ROWS)
+        self._mirror = Mirror(self._uri, MIRROR_ROWS, (INDEX_CACHE_BYTES, META_CACHE_BYTES))
         self._later = Later(self.upkeep, "subcog-upkeep")
         self._searches = ThreadPoolExecutor(max_workers=2, thread_name_prefix="subcog-search")
         with self._locked():
