@@ -134,7 +134,6 @@ class Snapshot:
 
     version: int
     dataset: LanceDataset
-    rows: int
     blocks: tuple[Block, ...] | None  # None: more rows than the mirror keeps
     fragments: dict[int, int] = field(default_factory=dict)  # fragment id: index in blocks
 
@@ -268,12 +267,8 @@ class Mirror:
             self._blocks = kept
             pinned = head.checkout_version(head.version)
             placed = {block.fragment: i for i, block in enumerate(blocks or ())}
-            self._snapshot = Snapshot(head.version, pinned, rows, blocks, placed)
+            self._snapshot = Snapshot(head.version, pinned, blocks, placed)
             return self._snapshot
-
-    def version(self) -> int:
-        with self._lock:
-            return self._latest().version
 
     def added(self, table: pa.Table, before: int) -> None:
         """Our own add of `table`, committed as the version after `before`: its rows are one

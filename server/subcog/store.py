@@ -307,16 +307,17 @@ class Store:
     def _erase_marker(self) -> Path:
         return self.data_dir / ".erase-pending"
 
-    def _meta(self) -> dict[str, str]:
-        metadata = self._mirror.dataset().schema.metadata or {}
-        return {k.decode(): v.decode() for k, v in metadata.items()}
+    def _meta(self, schema: pa.Schema | None = None) -> dict[str, str]:
+        """The table's metadata, from `schema` or else the latest version's."""
+        schema = self._mirror.dataset().schema if schema is None else schema
+        return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
 
-    def _check_model(self) -> None:
+    def _check_model(self, schema: pa.Schema | None = None) -> None:
         """Vectors of two models cannot be compared: refuse to mix them. Checked when the store
         opens and before every write, since `subcog reindex` may change the model meanwhile."""
         if not self.check_model:
             return
-        meta = self._meta()
+        meta = self._meta(schema)
         built_with = (meta.get("subcog.model"), meta.get("subcog.dimension"))
         if built_with != (self.model, str(self.dimension)):
             raise ModelMismatch(
@@ -424,19 +425,20 @@ class Store:
         table = self._vector_query(vector, sql, [*MEMORY_COLUMNS, "vector"], limit)
         return Found.of(table, 1.0 - table["_distance"].to_numpy())
 
-    def existing(self, ids: Sequence[str]) -> set[str]:
+    def existing(self, ids: Sequence[str], snapshot: Snapshot | None = None) -> set[str]:
+        """Which of these ids are stored, in `snapshot` or else the latest version."""
         if not ids:
             return set()
-        snapshot = self._read("id lookup", self._mirror.latest)
+        snapshot = snapshot or self._read("id lookup", self._mirror.latest)
         if snapshot.blocks is not None:
             return {key[1] for key in snapshot.find([("id", i) for i in ids])}
         where = col("id").isin(list(ids)).to_sql()
-        return set(self._lookup("id lookup", where, ["id"])["id"].to_pylist())
+        return set(self._lookup("id lookup", snapshot, where, ["id"])["id"].to_pylist())
 
-    def _lookup(self, what: str, where: str, columns: list[str]) -> pa.Table:
-        """Rows matching a filter on indexed columns, read from the latest version by Lance
-        directly: a quarter of the time LanceDB's query path takes."""
-        return self._read(what, lambda: self._mirror.dataset().to_table(columns, filter=where))
+    def _lookup(self, what: str, snapshot: Snapshot, where: str, columns: list[str]) -> pa.Table:
+        """Rows matching a filter on indexed columns, read by Lance directly: a quarter of the
+        time LanceDB's query path takes."""
+        return self._read(what, lambda: snapshot.dataset.to_table(columns, filter=where))
 
     def get(self, memory_id: str) -> dict[str, Any] | None:
         where = (col("id") == lit(memory_id)).to_sql()
@@ -489,11 +491,13 @@ class Store:
         after the add; all of them must exist, or nothing changes (MissingIds).
         """
         with self._locked():
-            self._check_model()
-            missing = set(replacing) - self.existing(replacing)
+            # One version for every check and the add: under the lock, nobody else commits.
+            snapshot = self._read("write check", self._mirror.latest)
+            self._check_model(snapshot.dataset.schema)
+            missing = set(replacing) - self.existing(replacing, snapshot)
             if missing:
                 raise MissingIds(sorted(missing))
-            known = self._known(rows)
+            known = self._known(rows, snapshot)
             results: list[dict[str, Any] | None] = []
             fresh: list[Row] = []
             for row in rows:
@@ -506,10 +510,9 @@ class Store:
                     seen = {"id": row.id, "created_at": row.created_at}
                     known[("id", row.id)] = known[("text", row.scope, row.content_hash)] = seen
             if fresh:
-                data = self._arrow(fresh)
-                before = self._mirror.version()
+                data = self._arrow(fresh, snapshot.dataset.schema)
                 self._write("add", lambda: self._table.add(data))
-                self._mirror.added(data, before)
+                self._mirror.added(data, snapshot.version)
             kept = {result["id"] for result in results if result is not None}
             self._delete_locked([i for i in replacing if i not in kept])
         if fresh:
@@ -536,9 +539,10 @@ class Store:
             query = query.where(sql, prefilter=True)
         return query.select([*columns, "_distance"]).limit(limit).to_arrow()
 
-    def _known(self, rows: Sequence[Row]) -> dict[tuple[str, ...], dict[str, Any]]:
+    def _known(
+        self, rows: Sequence[Row], snapshot: Snapshot
+    ) -> dict[tuple[str, ...], dict[str, Any]]:
         """The stored memories that rows could repeat, keyed by id and by (scope, hash)."""
-        snapshot = self._read("duplicate check", self._mirror.latest)
         if snapshot.blocks is not None:
             keys = [("id", row.id) for row in rows]
             return snapshot.find(keys + [("text", row.scope, row.content_hash) for row in rows])
@@ -546,7 +550,7 @@ class Store:
         ids = sorted({row.id for row in rows})
         where = (col("content_hash").isin(hashes) | col("id").isin(ids)).to_sql()
         columns = ["id", "scope", "content_hash", "created_at"]
-        found = self._lookup("duplicate check", where, columns).to_pylist()
+        found = self._lookup("duplicate check", snapshot, where, columns).to_pylist()
         known: dict[tuple[str, ...], dict[str, Any]] = {}
         for item in found:
             known[("id", item["id"])] = item
@@ -572,7 +576,7 @@ class Store:
         self._erase_marker.write_text(uuid.uuid4().hex)
         self._upkeep_soon()
 
-    def _arrow(self, rows: Sequence[Row]) -> pa.Table:
+    def _arrow(self, rows: Sequence[Row], schema: pa.Schema) -> pa.Table:
         vectors = np.stack([row.vector for row in rows]).astype(np.float32).reshape(-1)
         return pa.table(
             {
@@ -585,7 +589,7 @@ class Store:
                 "metadata": [row.metadata for row in rows],
                 "created_at": [row.created_at for row in rows],
             },
-            schema=self._mirror.dataset().schema,
+            schema=schema,
         )
 
     # Model changes
