@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,9 @@ from mcp import Client
 
 from subcog.config import Settings
 from subcog.embedder import Embedder, assemble_bundle, load_embedder
+from subcog.errors import SubcogError
 from subcog.memory import Memory, open_store
-from subcog.server import build_server
+from subcog.server import Service, build_server
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +71,12 @@ def anyio_backend() -> str:
 async def client(
     settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Client]:
-    """An in-process MCP client on a server whose model loader hands out the session's model."""
+    """An in-process MCP client on a server whose model loader hands out the session's model.
+    Its store is closed afterwards, so no test leaves upkeep threads working in Lance."""
     monkeypatch.setattr("subcog.server.load_embedder", lambda _settings: embedder)
-    async with Client(build_server(settings)) as connected:
+    service = Service(settings)
+    async with Client(build_server(settings, service)) as connected:
         yield connected
+    if service.store.wait(time.monotonic() + 30):
+        with suppress(SubcogError):
+            service.store.get().close()

@@ -229,7 +229,7 @@ class Store:
     _upkeep_running: threading.Lock = field(init=False, default_factory=threading.Lock)
     _vector_indexed: bool = field(init=False, default=False)
     _later: Later = field(init=False, repr=False)
-    _closed: bool = field(init=False, default=False)
+    _closed: threading.Event = field(init=False, default_factory=threading.Event)
     _model_mark: float = field(init=False, default=0.0)
     _bulk: bool = field(init=False, default=False)
     _mirror: Mirror = field(init=False, repr=False)
@@ -709,7 +709,7 @@ class Store:
     def close(self, timeout: float = 30.0) -> None:
         """Stop scheduling upkeep and wait for a pass in progress: a process that exits while
         a background thread is inside Lance can abort instead of exiting cleanly."""
-        self._closed = True
+        self._closed.set()
         self._later.close()
         self._searches.shutdown(wait=True)
         if self._upkeep_running.acquire(timeout=timeout):
@@ -723,8 +723,7 @@ class Store:
         """For long-running processes: look now and then for upkeep that another process left."""
 
         def poll() -> None:
-            while True:
-                time.sleep(UPKEEP_POLL_S)
+            while not self._closed.wait(UPKEEP_POLL_S):  # a closed store touches Lance no more
                 if self._erase_pending() is not None:
                     self.upkeep()
                 with suppress(Exception):  # another process may have built the vector index
@@ -743,7 +742,7 @@ class Store:
 
         Returns whether it ran: it never waits for the lock, so a busy store is done later.
         """
-        if self._closed or not self._upkeep_running.acquire(blocking=False):
+        if self._closed.is_set() or not self._upkeep_running.acquire(blocking=False):
             return False
         try:
             try:
