@@ -20,8 +20,10 @@ every memory is distinct and reads like a note a person would keep. Nothing is d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -168,8 +170,7 @@ def bulk_import(data_dir: str, count: int) -> float:
             [subcog_command(), "import", str(path)],
             env=env,
             check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # its progress bar stays on stderr
         )
         return count / (time.perf_counter() - started)
     finally:
@@ -203,7 +204,9 @@ def peak_rss_mb(pid: int) -> float:
 TIMING = re.compile(r"recall timing embed_ms=([\d.]+) search_ms=([\d.]+)")
 
 
-async def measure(data_dir: str, size: int, calls: int) -> dict[str, Any]:
+async def measure(data_dir: str, start: int, calls: int) -> dict[str, Any]:
+    """Time a server on the store in data_dir, whose memories are memory_text(n) for n below
+    start: it remembers new ones from there."""
     env = {
         **os.environ,
         "SUBCOG_DATA_DIR": data_dir,
@@ -215,13 +218,13 @@ async def measure(data_dir: str, size: int, calls: int) -> dict[str, Any]:
         started = time.perf_counter()
         async with Client(stdio_client(params, errlog=errlog)) as client:
             to_initialize = time.perf_counter() - started
-            first = await client.call_tool("remember", {"content": memory_text(size)})
+            first = await client.call_tool("remember", {"content": memory_text(start)})
             assert not first.is_error, first.content
             to_remember = time.perf_counter() - started
             (pid,) = server_pids()
 
             remember_ms = []
-            for n in range(size + 1, size + 1 + calls):
+            for n in range(start + 1, start + 1 + calls):
                 began = time.perf_counter()
                 result = await client.call_tool("remember", {"content": memory_text(n)})
                 remember_ms.append((time.perf_counter() - began) * 1000)
@@ -282,16 +285,30 @@ def index_recall(data_dir: str, queries: int) -> float | None:
     return found / (10 * len(vectors))
 
 
+def stored(data_dir: str) -> int:
+    import lance
+
+    return int(lance.dataset(str(Path(data_dir) / "lancedb" / "memories.lance")).count_rows())
+
+
 def disk_mb(path: str) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
 
 
-async def run(sizes: list[int], calls: int) -> list[dict[str, Any]]:
+async def run(sizes: list[int], calls: int, keep: Path | None) -> list[dict[str, Any]]:
     rows = []
     for size in sizes:
-        with tempfile.TemporaryDirectory(prefix=f"subcog-bench-{size}-") as data_dir:
-            per_second = bulk_import(data_dir, size)
-            row = {"size": size, "import_per_s": per_second, **await measure(data_dir, size, calls)}
+        with contextlib.ExitStack() as stack:
+            if keep is None:
+                data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="subcog-bench-"))
+            else:
+                data_dir = str(keep / str(size))
+            # A kept store is measured again as it is (its import rate is not known then).
+            reuse = keep is not None and (Path(data_dir) / "lancedb").exists()
+            per_second = math.nan if reuse else bulk_import(data_dir, size)
+            start = stored(data_dir) if reuse else size
+            timings = await measure(data_dir, start, calls)
+            row = {"size": size, "import_per_s": per_second, **timings}
             row["disk_mb"] = disk_mb(data_dir)
             row["index_recall_at_10"] = index_recall(data_dir, queries=100)
             rows.append(row)
@@ -336,6 +353,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--calls", type=int, default=200, help="remember and recall calls each")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each store in KEEP/SIZE, and measure a store already there without importing",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     machine = (
@@ -345,7 +367,7 @@ def main() -> None:
     )
     print(f"subcog benchmark on {machine}; times in ms unless marked s")
     print_header()
-    rows = anyio.run(run, sizes, args.calls)
+    rows = anyio.run(run, sizes, args.calls, args.keep)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
 
