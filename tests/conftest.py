@@ -39,7 +39,13 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: P
     monkeypatch.setenv("SUBCOG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SUBCOG_CACHE_DIR", str(model_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in ("SUBCOG_MODEL_PATH", "SUBCOG_SCOPE", "SUBCOG_LOAD_TIMEOUT", "SUBCOG_LOG_LEVEL"):
+    for name in (
+        "SUBCOG_MODEL_PATH",
+        "SUBCOG_INT8",
+        "SUBCOG_SCOPE",
+        "SUBCOG_LOAD_TIMEOUT",
+        "SUBCOG_LOG_LEVEL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -12,7 +12,8 @@ import pytest
 from subcog import embedder as embedding
 from subcog.config import Settings
 from subcog.embedder import Embedder, load_embedder, snapshot_dir
-from subcog.errors import ModelUnavailable
+from subcog.errors import InvalidSetting, ModelUnavailable
+from subcog.quantize import quantized_copy
 
 
 def test_same_text_gives_the_same_unit_vector(embedder: Embedder) -> None:
@@ -43,7 +44,10 @@ def test_subcog_model_path_comes_first(
     loaded = load_embedder(Settings.from_env())
     assert loaded.source.kind == "path"
     assert loaded.source.location == model_dir
-    assert not (tmp_path / "empty-cache").exists()
+    # Nothing is downloaded or assembled: the cache holds only the int8 copy of that model.
+    assert [p.name for p in (tmp_path / "empty-cache").iterdir()] == ["subcog-int8"]
+    assert loaded.int8 is not None
+    assert loaded.int8.parent.name == "subcog-int8"
 
 
 def test_a_model_path_without_model_files_is_explained(
@@ -111,3 +115,60 @@ def test_long_text_is_truncated_to_256_word_pieces(embedder: Embedder) -> None:
     # Past 256 word pieces the text no longer changes the vector.
     a, b = embedder.embed([base + "apples", base + "rockets"])
     assert np.allclose(a, b)
+
+
+TEXTS = [
+    "Caroline went to the LGBTQ support group on 7 May 2023.",
+    "Melanie painted a sunrise over the lake last year.",
+    "The deploy script is ./deploy-staging.sh --fast",
+    "What did Caroline research for her adoption plans?",
+]
+
+
+def test_the_int8_copy_is_made_once_and_agrees_with_the_float_model(
+    embedder: Embedder, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert embedder.int8 is not None
+    assert embedder.int8.parent == model_cache / "subcog-int8"
+    made = (embedder.int8 / "model.onnx").stat().st_mtime_ns
+    again = load_embedder(Settings.from_env())
+    assert again.int8 == embedder.int8
+    assert (embedder.int8 / "model.onnx").stat().st_mtime_ns == made  # reused, not made again
+
+    monkeypatch.setenv("SUBCOG_INT8", "0")
+    plain = load_embedder(Settings.from_env())
+    assert plain.int8 is None
+    cosines = np.sum(embedder.embed(TEXTS) * plain.embed(TEXTS), axis=1)
+    assert cosines.min() > 0.97, cosines
+
+
+def test_a_text_has_one_vector_alone_or_among_many(embedder: Embedder) -> None:
+    # Many texts are spread over single-threaded models; one text runs on the main model.
+    many = [f"note {n}: {TEXTS[n % len(TEXTS)]}" for n in range(40)]
+    together = embedder.embed(many)
+    for n in (0, 17, 39):
+        assert np.array_equal(together[n], embedder.embed([many[n]])[0])
+
+
+def test_an_int8_model_is_used_as_it_is(embedder: Embedder, tmp_path: Path) -> None:
+    assert embedder.int8 is not None
+    assert quantized_copy(embedder.int8, tmp_path / "cache") is None
+    assert quantized_copy(embedder.int8, tmp_path / "cache") is None  # remembered, not checked
+
+
+def test_if_the_int8_copy_cannot_be_made_the_model_runs_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(source: Path, cache_dir: Path) -> Path:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("subcog.quantize.quantized_copy", broken)
+    loaded = load_embedder(Settings.from_env())
+    assert loaded.int8 is None
+    assert loaded.embed(["still works"]).shape == (1, 384)
+
+
+def test_subcog_int8_must_be_one_or_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBCOG_INT8", "yes")
+    with pytest.raises(InvalidSetting, match="SUBCOG_INT8 must be 1 or 0"):
+        Settings.from_env()

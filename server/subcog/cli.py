@@ -254,6 +254,7 @@ def _doctor(settings: Settings) -> int:
         source = embedder.source
         print(f"model: OK, {embedder.name}, {vector.shape[0]} dimensions")
         print(f"  from {source.kind}: {source.location}")
+        print(f"  running: {embedder.int8 or 'the model as provided'}")
     except SubcogError as exc:
         ok = False
         print(f"model: FAILED\n{exc}")

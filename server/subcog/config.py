@@ -52,6 +52,12 @@ SETTINGS: tuple[Setting, ...] = (
         "unset",
         "A directory with model.onnx and tokenizer files to use instead of the cache.",
     ),
+    Setting(
+        "SUBCOG_INT8",
+        "1",
+        "1 runs an int8 copy of the default model, made once in the cache (about twice as "
+        "fast); 0 runs the model as provided.",
+    ),
     Setting("SUBCOG_SCOPE", "default", "The scope used when a call names none."),
     Setting(
         "SUBCOG_LOAD_TIMEOUT",
@@ -111,6 +117,15 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in {"0", "1", "true", "false"}:
+        raise InvalidSetting(f"{name} must be 1 or 0, not {raw!r}.")
+    return raw in {"1", "true"}
+
+
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     return Path(raw).expanduser() if raw else None
@@ -126,6 +141,7 @@ class Settings:
     cache_dir: Path
     model: str
     model_path: Path | None
+    int8: bool
     default_scope: str
     load_timeout: float
     near_duplicate: float
@@ -157,6 +173,7 @@ class Settings:
             cache_dir=_path(env, "SUBCOG_CACHE_DIR") or _default_cache_dir(),
             model=env.get("SUBCOG_MODEL", "").strip() or DEFAULT_MODEL,
             model_path=_path(env, "SUBCOG_MODEL_PATH"),
+            int8=_flag(env, "SUBCOG_INT8", True),
             default_scope=scope,
             load_timeout=_float(env, "SUBCOG_LOAD_TIMEOUT", 20.0, 0.0, 3600.0),
             near_duplicate=_float(env, "SUBCOG_NEAR_DUPLICATE", 0.9, 0.0, 1.0),
