@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -208,3 +209,22 @@ def test_upkeep_asked_for_later_still_runs_after_an_earlier_run() -> None:
     assert done.wait(10), f"ran {len(runs)} times"
     later.close()
     assert runs[2] - started >= 0.4
+
+
+def test_an_import_in_many_batches_keeps_order_duplicates_and_bad_lines(memory: Memory) -> None:
+    # Each batch is embedded while the one before it is written (memory.import_jsonl).
+    lines = [
+        json.dumps({"content": f"Jar {i} on the pantry shelf holds {i} beans."}) for i in range(23)
+    ]
+    lines[5] = "not json"
+    lines[17] = lines[2]  # a repeat, three batches after the first one
+    seen: list[int] = []
+    report = memory.import_jsonl(lines, batch_size=4, progress=seen.append)
+    assert (report.added, report.existing) == (21, 1)
+    assert [number for number, _ in report.bad_lines] == [6]
+    assert sum(seen) == 23
+    table = memory.store._scan("test", None, ["content", "vector"], None).to_pylist()
+    stored = {row["content"]: np.asarray(row["vector"], dtype=np.float32) for row in table}
+    assert len(stored) == 21
+    text = "Jar 9 on the pantry shelf holds 9 beans."  # embedded among others, and alone
+    assert np.array_equal(stored[text], memory.embedder.embed([text])[0])

@@ -326,39 +326,54 @@ class Memory:
         and created_at (as `export` writes them). Embeds and writes in batches; a line whose
         content (in its scope) or id is already stored adds nothing, so importing twice is
         harmless. Bad lines are reported by number and the good ones still imported."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         from subcog.store import Row
 
         report = Imported()
         pending: list[dict[str, Any]] = []  # Row fields but the vector
+        # One batch is embedded while the one before it is written: a write can wait seconds
+        # for the lock (upkeep holds it while it compacts), and the embedding need not.
+        embedding = ThreadPoolExecutor(1, thread_name_prefix="subcog-import")
+        embedded: tuple[list[dict[str, Any]], Future[Any]] | None = None
 
-        def flush() -> None:
-            if not pending:
-                return
-            vectors = self.embedder.embed([fields["content"] for fields in pending])
+        def write(batch: list[dict[str, Any]], vectors: Any) -> None:
             rows = [
-                Row(vector=vector, **fields)
-                for fields, vector in zip(pending, vectors, strict=True)
+                Row(vector=vector, **fields) for fields, vector in zip(batch, vectors, strict=True)
             ]
             results = self.store.add_new(rows)
             added = sum(result is None for result in results)
             report.added += added
             report.existing += len(results) - added
             if progress:
-                progress(len(pending))
-            pending.clear()
+                progress(len(batch))
 
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                pending.append(self._import_fields(line))
-            except (ValueError, InvalidInput) as exc:
-                report.bad_lines.append((number, str(exc)))
-                if progress:
-                    progress(1)
-            if len(pending) >= batch_size:
+        def flush() -> None:
+            nonlocal embedded
+            if pending:
+                batch = pending.copy()
+                pending.clear()
+                texts = [fields["content"] for fields in batch]
+                ready, embedded = embedded, (batch, embedding.submit(self.embedder.embed, texts))
+            else:
+                ready, embedded = embedded, None
+            if ready is not None:
+                write(ready[0], ready[1].result())
+
+        with embedding:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    pending.append(self._import_fields(line))
+                except (ValueError, InvalidInput) as exc:
+                    report.bad_lines.append((number, str(exc)))
+                    if progress:
+                        progress(1)
+                if len(pending) >= batch_size:
+                    flush()
+            while pending or embedded is not None:
                 flush()
-        flush()
         return report
 
     def _import_fields(self, line: str) -> dict[str, Any]:
