@@ -53,7 +53,10 @@ async def test_bad_input_over_stdio_is_a_tool_error() -> None:
         assert "is not a memory id" in result.content[0].text  # type: ignore[union-attr]
 
 
-def test_every_byte_on_stdout_is_a_json_rpc_message() -> None:
+@pytest.mark.parametrize("cache", ["made", "empty"])
+def test_every_byte_on_stdout_is_a_json_rpc_message(cache: str, tmp_path: Path) -> None:
+    """Also from an empty model cache: the offline bundle is assembled and the int8 copy
+    made (quantize.py) while the server runs, and neither may print to stdout."""
     requests: list[dict[str, Any]] = [
         INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
@@ -84,6 +87,8 @@ def test_every_byte_on_stdout_is_a_json_rpc_message() -> None:
         },
     ]
     env = {**os.environ, "SUBCOG_LOAD_TIMEOUT": "60"}
+    if cache == "empty":
+        env["SUBCOG_CACHE_DIR"] = str(tmp_path / "empty-cache")
     seen: list[dict[str, Any]] = []
     lines: queue.Queue[bytes] = queue.Queue()
     with subprocess.Popen(
@@ -120,6 +125,8 @@ def test_every_byte_on_stdout_is_a_json_rpc_message() -> None:
     assert results[5]["result"]["isError"] is True
     assert results[3]["result"]["structuredContent"]["status"] == "created"
     assert b"subcog" in stderr  # the start-up note went to stderr, not stdout
+    if cache == "empty":
+        assert list((tmp_path / "empty-cache" / "subcog-int8").glob("*/model.onnx"))
 
 
 def test_the_example_client_remembers_and_recalls_by_paraphrase() -> None:
