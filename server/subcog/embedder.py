@@ -279,9 +279,10 @@ def load_embedder(settings: Settings) -> Embedder:
     cache_dir, name = settings.cache_dir, settings.model
     dimension = model_spec(name)[0]
 
-    def embedder(source: ModelSource, load: Callable[..., Any]) -> Embedder:
-        """The int8 copy of the model in source.location when there is one, else `load`."""
-        int8 = _int8_copy(settings, source.location)
+    def embedder(source: ModelSource, load: Callable[..., Any], loaded: Any = None) -> Embedder:
+        """The int8 copy of the model in source.location when there is one, else the model
+        as `load` loads it (or `loaded`, loaded already)."""
+        int8 = _int8_copy(settings, source.location) if source.location.is_dir() else None
         if int8 is not None:
             try:
                 return Embedder(
@@ -294,7 +295,8 @@ def load_embedder(settings: Settings) -> Embedder:
                 )
             except Exception as exc:
                 log.warning("the int8 copy in %s did not load (%s); using the model", int8, exc)
-        return Embedder(load(), source, name, dimension, None, lambda: load(threads=1))
+        model = load() if loaded is None else loaded
+        return Embedder(model, source, name, dimension, None, lambda: load(threads=1))
 
     if settings.model_path is not None:
         path = settings.model_path
@@ -345,11 +347,9 @@ def load_embedder(settings: Settings) -> Embedder:
 
     log.info("downloading %s into %s (progress below)", name, cache_dir)
     try:
-        _fastembed(name, cache_dir=str(cache_dir))
-        snapshot = snapshot_dir(cache_dir, name)
-        if snapshot is None:
-            raise ModelUnavailable(f"the download left no model in {cache_dir}")
-        return embedder(ModelSource("download", snapshot), cached)
+        model = _fastembed(name, cache_dir=str(cache_dir))
+        snapshot = snapshot_dir(cache_dir, name)  # None for models laid out otherwise
+        return embedder(ModelSource("download", snapshot or cache_dir), cached, model)
     except Exception as exc:
         failures.append(f"download: {exc}")
     raise ModelUnavailable(
