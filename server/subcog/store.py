@@ -225,6 +225,7 @@ class Store:
     check_model: bool = True  # False only for `subcog reindex`, which changes the model
     _table: Any = field(init=False, repr=False)
     _lock: FileLock = field(init=False, repr=False)
+    _index_lock: FileLock = field(init=False, repr=False)
     _writes: int = field(init=False, default=0)
     _upkeep_running: threading.Lock = field(init=False, default_factory=threading.Lock)
     _vector_indexed: bool = field(init=False, default=False)
@@ -240,6 +241,7 @@ class Store:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         self._lock = FileLock(self.data_dir / ".write.lock", timeout=LOCK_TIMEOUT_S)
+        self._index_lock = FileLock(self.data_dir / ".index.lock")
         db = lancedb.connect(
             str(self.data_dir / "lancedb"),
             read_consistency_interval=timedelta(0),
@@ -738,9 +740,11 @@ class Store:
             return None
 
     def upkeep(self) -> bool:
-        """Compact small fragments, erase deleted rows from the files, drop old versions.
+        """Compact small fragments, erase deleted rows from the files, fold new rows into the
+        indexes, drop old versions.
 
-        Returns whether it ran: it never waits for the lock, so a busy store is done later.
+        Returns whether it ran: it never waits for a lock, so a busy store is done later.
+        Compaction holds the write lock; indexing holds a lock of its own (see _index).
         """
         if self._closed.is_set() or not self._upkeep_running.acquire(blocking=False):
             return False
@@ -754,12 +758,15 @@ class Store:
             try:
                 erasing = self._erase_pending()
                 before = self._table.version
-                self._compact(erasing=erasing is not None)
+                self._compact()
                 rewrote = self._table.version != before
-                if erasing is not None and self._erase_pending() == erasing:
-                    self._erase_marker.unlink()
             finally:
                 self._lock.release()
+            indexed = self._index(rebuild_words=erasing is not None)
+            if erasing is not None and not indexed:
+                self._upkeep_soon(delay=1.0)  # the word index still names forgotten words
+            elif erasing is not None and self._erase_pending() == erasing:
+                self._erase_marker.unlink()
             if erasing is not None or rewrote:
                 # The versions (and files) this pass replaced are dropped once old enough.
                 self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
@@ -770,37 +777,56 @@ class Store:
         finally:
             self._upkeep_running.release()
 
-    def _compact(self, erasing: bool = False) -> None:
+    def _compact(self) -> None:
         """One pass of Lance's compaction, with options LanceDB's optimize() does not expose.
 
         Fragments under FRAGMENT_ROWS rows merge; bigger ones stay, so the cost of a pass does
         not grow with the table. Any fragment with a deleted row is rewritten without it
         (materialize_deletions_threshold=0): LanceDB's delete only marks rows, and a forgotten
-        memory must leave the files. New rows are folded into the indexes. When erasing, the
-        full-text index, whose word lists still name forgotten words, is rebuilt. Then
-        versions older than KEEP_OLD_VERSIONS are removed, with their files.
+        memory must leave the files. Then versions older than KEEP_OLD_VERSIONS are removed,
+        with their files.
         """
         import lance  # pylance, the same Lance as inside lancedb; only upkeep needs it
 
-        dataset = lance.dataset(str(self._uri))
-        dataset.optimize.compact_files(
+        lance.dataset(str(self._uri)).optimize.compact_files(
             target_rows_per_fragment=FRAGMENT_ROWS,
             materialize_deletions_threshold=0.0,
             num_threads=1,
         )
-        if erasing:
-            self._table.create_index("content", config=FTS(), replace=True)
-            dataset = lance.dataset(str(self._uri))
-        # During a bulk import only the duplicate check's B-trees keep up: folding new rows
-        # into the full-text index costs more the bigger it is (seconds at 400,000, under the
-        # lock the import waits for), and the import ends with a full pass.
-        skip = [["vector"], ["content"]] if self._bulk else [["vector"]]
-        others = [i.name for i in self._table.list_indices() if i.columns not in skip]
-        dataset.optimize.optimize_indices(index_names=others)
         self._table.checkout_latest()
-        if not self._bulk:
-            self._index_vectors()
         lance.dataset(str(self._uri)).cleanup_old_versions(older_than=KEEP_OLD_VERSIONS)
+
+    def _index(self, rebuild_words: bool = False) -> bool:
+        """Fold new rows into the indexes, and build the vector index when it is due; with
+        rebuild_words, first build the full-text index again, so that its word lists no longer
+        name forgotten words. Returns False if another process is indexing.
+
+        Not under the write lock: at 1,000,000 memories folding new rows into the full-text
+        index takes seconds and building the vector index minutes, and remember would wait
+        for them. Lance commits an index beside concurrent adds and deletes; one that
+        conflicts with another process's compaction fails, and the next pass tries again.
+        """
+        import lance
+
+        try:
+            self._index_lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        try:
+            if rebuild_words:
+                self._table.create_index("content", config=FTS(), replace=True)
+            # During a bulk import only the duplicate check's B-trees keep up: folding new rows
+            # into the full-text index costs more the bigger it is, and the import ends with a
+            # full pass.
+            skip = [["vector"], ["content"]] if self._bulk else [["vector"]]
+            others = [i.name for i in self._table.list_indices() if i.columns not in skip]
+            lance.dataset(str(self._uri)).optimize.optimize_indices(index_names=others)
+            self._table.checkout_latest()
+            if not self._bulk:
+                self._index_vectors()
+            return True
+        finally:
+            self._index_lock.release()
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
