@@ -228,3 +228,29 @@ def test_an_import_in_many_batches_keeps_order_duplicates_and_bad_lines(memory: 
     assert len(stored) == 21
     text = "Jar 9 on the pantry shelf holds 9 beans."  # embedded among others, and alone
     assert np.array_equal(stored[text], memory.embedder.embed([text])[0])
+
+
+def test_a_big_full_text_index_takes_new_rows_in_bulk_and_still_finds_them(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the index were big: new rows wait until they are a tenth of it.
+    monkeypatch.setattr("subcog.store.WORDS_FOLD_ALWAYS_BELOW", 0)
+    monkeypatch.setattr("subcog.store.WORDS_UNINDEXED_SHARE", 0.1)
+    lines = [
+        json.dumps({"content": f"Crate {i} in the cellar holds {i} apples."}) for i in range(50)
+    ]
+    memory.import_jsonl(lines)
+    assert memory.store.upkeep()
+
+    def unindexed() -> int:
+        (index,) = [i for i in memory.store._table.list_indices() if i.columns == ["content"]]
+        return int(memory.store._table.index_stats(index.name).num_unindexed_rows)
+
+    memory.remember("The zeppelin tickets are in the blue folder.")
+    assert memory.store.upkeep()
+    assert unindexed() == 1  # searched unindexed meanwhile
+    assert memory.recall("zeppelin", limit=1).memories[0].content.startswith("The zeppelin")
+    for i in range(5):
+        memory.remember(f"Shelf {i} of the garage holds paint tins.")
+    assert memory.store.upkeep()
+    assert unindexed() == 0

@@ -67,6 +67,11 @@ NPROBES = 64
 HNSW_EF = 300
 REFINE_FACTOR = 3
 VECTOR_REBUILD_SHARE = 0.15
+# New rows are folded into the full-text index at every upkeep while it holds fewer than
+# WORDS_FOLD_ALWAYS_BELOW rows (a fold takes under half a second there), and past that once
+# they are WORDS_UNINDEXED_SHARE of it.
+WORDS_FOLD_ALWAYS_BELOW = 100_000
+WORDS_UNINDEXED_SHARE = 0.01
 # Every write makes a version; LanceDB caches each version's metadata. Bounded, so a server's
 # memory stays flat however long it runs.
 META_CACHE_BYTES = 32 * 2**20
@@ -815,18 +820,35 @@ class Store:
         try:
             if rebuild_words:
                 self._table.create_index("content", config=FTS(), replace=True)
-            # During a bulk import only the duplicate check's B-trees keep up: folding new rows
-            # into the full-text index costs more the bigger it is, and the import ends with a
-            # full pass.
-            skip = [["vector"], ["content"]] if self._bulk else [["vector"]]
-            others = [i.name for i in self._table.list_indices() if i.columns not in skip]
-            lance.dataset(str(self._uri)).optimize.optimize_indices(index_names=others)
+            due = [
+                index.name
+                for index in self._table.list_indices()
+                if index.columns != ["vector"]
+                and (index.columns != ["content"] or self._words_due(index.name))
+            ]
+            lance.dataset(str(self._uri)).optimize.optimize_indices(index_names=due)
             self._table.checkout_latest()
             if not self._bulk:
                 self._index_vectors()
             return True
         finally:
             self._index_lock.release()
+
+    def _words_due(self, name: str) -> bool:
+        """Whether to fold new rows into the full-text index now. Folding rewrites it, which
+        takes longer the bigger it is (4 s at 750,000 memories), so a big store waits until
+        new rows are WORDS_UNINDEXED_SHARE of it; until then they are searched unindexed. A
+        bulk import leaves it to its final pass."""
+        if self._bulk:
+            return False
+        stats = self._table.index_stats(name)
+        if stats is None:
+            return True
+        unindexed: int = stats.num_unindexed_rows
+        indexed: int = stats.num_indexed_rows
+        return unindexed > 0 and (
+            indexed < WORDS_FOLD_ALWAYS_BELOW or unindexed >= WORDS_UNINDEXED_SHARE * indexed
+        )
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
