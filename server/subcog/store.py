@@ -30,7 +30,7 @@ import numpy.typing as npt
 import pyarrow as pa
 from filelock import FileLock, Timeout
 from lancedb.expr import col, lit
-from lancedb.index import FTS, BTree, HnswSq
+from lancedb.index import FTS, Bitmap, BTree, HnswSq
 
 from subcog.errors import MissingIds, ModelMismatch, StoreBusy, SubcogError
 from subcog.mirror import Mirror, Snapshot
@@ -274,14 +274,19 @@ class Store:
         return {column for index in self._table.list_indices() for column in index.columns}
 
     def _ensure_indexes(self) -> None:
-        """BM25 on content; B-trees on id and content_hash for the duplicate check. Rows added
-        later are searched too, unindexed, until upkeep folds them into the indexes."""
+        """BM25 on content; B-trees on id and content_hash for the duplicate check; a bitmap
+        on scope, which every search filters on (past the in-memory limit, LanceDB's searches
+        would read the whole scope column for it: at 1,000,000 memories, 114 against 47 ms
+        for the vector search and 57 against 6 ms for the full-text one). Rows added later
+        are searched too, unindexed, until upkeep folds them into the indexes."""
         indexed = self._indexed()
         if "content" not in indexed:
             self._table.create_index("content", config=FTS())
         for column in ("id", "content_hash"):
             if column not in indexed:
                 self._table.create_index(column, config=BTree())
+        if "scope" not in indexed:
+            self._table.create_index("scope", config=Bitmap())
         self._vector_indexed = "vector" in indexed
 
     def _index_vectors(self) -> None:
