@@ -76,6 +76,7 @@ WORDS_UNINDEXED_SHARE = 0.01
 # memory stays flat however long it runs.
 META_CACHE_BYTES = 32 * 2**20
 INDEX_CACHE_BYTES = 128 * 2**20
+VECTOR_INDEX_BYTES_PER_ROW = 768  # HNSW with scalar quantisation: 581 bytes a row measured
 READ_ATTEMPTS = 5
 WRITE_ATTEMPTS = 8
 # LanceDB compresses strings by default; stored plainly, forgotten text can be shown to be gone
@@ -251,7 +252,8 @@ class Store:
             str(self.data_dir / "lancedb"),
             read_consistency_interval=timedelta(0),
             session=lancedb.Session(
-                index_cache_size_bytes=INDEX_CACHE_BYTES, metadata_cache_size_bytes=META_CACHE_BYTES
+                index_cache_size_bytes=self._index_cache_bytes(),
+                metadata_cache_size_bytes=META_CACHE_BYTES,
             ),
         )
         self._mirror = Mirror(self._uri, MIRROR_ROWS, (INDEX_CACHE_BYTES, META_CACHE_BYTES))
@@ -310,6 +312,21 @@ class Store:
         self._table.create_index("vector", config=config, replace=True)
         self._vector_indexed = True
         log.info("built the vector index over %d memories", rows)
+
+    def _index_cache_bytes(self) -> int:
+        """LanceDB's index cache: INDEX_CACHE_BYTES, plus room for the whole vector index
+        when the store is big enough to have one. Smaller, each search would read parts of
+        the index from disk again: at 1,000,000 memories the index is 581 MB, and with 128 MB
+        of cache a recall took over a second."""
+        import lance
+
+        try:
+            rows = lance.dataset(str(self._uri)).count_rows()
+        except (OSError, ValueError):  # no table yet
+            return INDEX_CACHE_BYTES
+        if rows < VECTOR_INDEX_ROWS:
+            return INDEX_CACHE_BYTES
+        return INDEX_CACHE_BYTES + rows * VECTOR_INDEX_BYTES_PER_ROW
 
     @property
     def _uri(self) -> Path:
