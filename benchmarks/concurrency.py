@@ -117,8 +117,9 @@ MARKER_ON_DISK = re.compile(rb"secret marker ([0-9a-f]{32})")
 HEX_ID_ON_DISK = re.compile(rb"[0-9a-f]{32}")
 HEX_HASH_ON_DISK = re.compile(rb"[0-9a-f]{64}")
 # B-tree index files (on id and content_hash) hold ids and content hashes only, never text:
-# the byte search checks both, so such a file is never a suspect.
-BTREE_FILE = re.compile(r"_indices/[^/]+/page_(?:data|lookup)\.lance$")
+# the byte search checks both, so such a file is never a suspect. Nor is the bitmap index on
+# scope, which holds scope names.
+BTREE_FILE = re.compile(r"_indices/[^/]+/(?:page_(?:data|lookup)|bitmap_page_lookup)\.lance$")
 MB = 1_000_000
 CPU_SAMPLE_S = 5.0
 
@@ -315,12 +316,14 @@ def scan_disk(
     Byte for byte: the marker texts, their uuids on their own (as a full-text index keeps
     words), their memory ids and, as a control, live memory texts. LanceDB may compress
     strings, so a text can be on disk without its bytes showing. Hence also: LanceDB never
-    changes a .lance file (data or index) once written, and every add, delete and compaction
-    holds subcog's write lock, so a marker can only be in a .lance file written between its
-    remember and its forget's reply. Such a file in which no memory text shows byte for byte
-    (its strings may be compressed, so the byte search cannot clear it) is a suspect until it
-    is gone. B-tree index files are not: they hold ids and content hashes, never text, and
-    both are searched byte for byte (reported, not failed: neither is the forgotten text).
+    changes a .lance file (data or index) once written, so a marker can only be in a .lance
+    file written between its remember and its forget's reply (or, for index files, by an
+    index pass under way at the forget, which this window misses; the byte search still
+    sees such a file's words if they are stored plainly). Such a file in which no memory text
+    shows byte for byte (its strings may be compressed, so the byte search cannot clear it) is
+    a suspect until it is gone. B-tree index files are not: they hold ids and content hashes,
+    never text, and both are searched byte for byte (reported, not failed: neither is the
+    forgotten text).
     """
     started = time.perf_counter()
     markers = {text for text, _, _ in forgotten.values()}

@@ -776,23 +776,32 @@ class Store:
         if self._closed.is_set() or not self._upkeep_running.acquire(blocking=False):
             return False
         try:
+            # Both locks for compaction: Lance refuses a compaction that another process's
+            # index commit overtook (and a failed one erases nothing). Then the write lock goes,
+            # and the index pass keeps its own.
             try:
-                self._lock.acquire(timeout=0)
+                self._index_lock.acquire(timeout=0)
+                try:
+                    self._lock.acquire(timeout=0)
+                except Timeout:
+                    self._index_lock.release()
+                    raise
             except Timeout:
                 if self._erase_pending() is not None:  # erasure must not wait for the next write
                     self._upkeep_soon(delay=1.0)
                 return False
             try:
-                erasing = self._erase_pending()
-                before = self._table.version
-                self._compact()
-                rewrote = self._table.version != before
+                try:
+                    erasing = self._erase_pending()
+                    before = self._table.version
+                    self._compact()
+                    rewrote = self._table.version != before
+                finally:
+                    self._lock.release()
+                self._index(rebuild_words=erasing is not None)
             finally:
-                self._lock.release()
-            indexed = self._index(rebuild_words=erasing is not None)
-            if erasing is not None and not indexed:
-                self._upkeep_soon(delay=1.0)  # the word index still names forgotten words
-            elif erasing is not None and self._erase_pending() == erasing:
+                self._index_lock.release()
+            if erasing is not None and self._erase_pending() == erasing:
                 self._erase_marker.unlink()
             if erasing is not None or rewrote:
                 # The versions (and files) this pass replaced are dropped once old enough.
@@ -823,38 +832,30 @@ class Store:
         self._table.checkout_latest()
         lance.dataset(str(self._uri)).cleanup_old_versions(older_than=KEEP_OLD_VERSIONS)
 
-    def _index(self, rebuild_words: bool = False) -> bool:
+    def _index(self, rebuild_words: bool = False) -> None:
         """Fold new rows into the indexes, and build the vector index when it is due; with
         rebuild_words, first build the full-text index again, so that its word lists no longer
-        name forgotten words. Returns False if another process is indexing.
+        name forgotten words. The caller holds the index lock.
 
         Not under the write lock: at 1,000,000 memories folding new rows into the full-text
         index takes seconds and building the vector index minutes, and remember would wait
-        for them. Lance commits an index beside concurrent adds and deletes; one that
-        conflicts with another process's compaction fails, and the next pass tries again.
+        for them. Lance commits an index beside concurrent adds and deletes; compaction, which
+        would conflict, holds the index lock too.
         """
         import lance
 
-        try:
-            self._index_lock.acquire(timeout=0)
-        except Timeout:
-            return False
-        try:
-            if rebuild_words:
-                self._table.create_index("content", config=FTS(), replace=True)
-            due = [
-                index.name
-                for index in self._table.list_indices()
-                if index.columns != ["vector"]
-                and (index.columns != ["content"] or self._words_due(index.name))
-            ]
-            lance.dataset(str(self._uri)).optimize.optimize_indices(index_names=due)
-            self._table.checkout_latest()
-            if not self._bulk:
-                self._index_vectors()
-            return True
-        finally:
-            self._index_lock.release()
+        if rebuild_words:
+            self._table.create_index("content", config=FTS(), replace=True)
+        due = [
+            index.name
+            for index in self._table.list_indices()
+            if index.columns != ["vector"]
+            and (index.columns != ["content"] or self._words_due(index.name))
+        ]
+        lance.dataset(str(self._uri)).optimize.optimize_indices(index_names=due)
+        self._table.checkout_latest()
+        if not self._bulk:
+            self._index_vectors()
 
     def _words_due(self, name: str) -> bool:
         """Whether to fold new rows into the full-text index now. Folding rewrites it, which
@@ -899,8 +900,12 @@ class Store:
             if not self.upkeep():
                 time.sleep(0.2)
         time.sleep(KEEP_OLD_VERSIONS.total_seconds() + 0.5)
-        with self._locked():
-            self._compact()
+        self._index_lock.acquire(timeout=LOCK_TIMEOUT_S)  # compaction takes both (see upkeep)
+        try:
+            with self._locked():
+                self._compact()
+        finally:
+            self._index_lock.release()
 
 
 class Later:
