@@ -8,7 +8,7 @@ output channel, and quantises the activations on every run, so the products run 
 Measured on the 2-core machine of benchmarks/README.md, against the bundle as it loads:
 - 842 against 438 embeddings a second in batches of 32; one short text in 2.3 against 4.2 ms;
 - 26 against 155 MB more RSS once loaded;
-- LoCoMo (759 questions): R@10 0.787 against 0.791, MRR@10 0.536 against 0.535;
+- LoCoMo (759 questions): R@10 0.785-0.787 against 0.791, MRR@10 0.535-0.536 against 0.535;
 - cosine with the float vectors 0.992 on average, 0.982 at worst.
 
 The activations are quantised over the whole input of a run, so a text's vector would depend
