@@ -900,7 +900,15 @@ class Store:
             if not self.upkeep():
                 time.sleep(0.2)
         time.sleep(KEEP_OLD_VERSIONS.total_seconds() + 0.5)
-        self._index_lock.acquire(timeout=LOCK_TIMEOUT_S)  # compaction takes both (see upkeep)
+        try:  # compaction takes both locks (see upkeep)
+            self._index_lock.acquire(timeout=LOCK_TIMEOUT_S)
+        except Timeout:
+            log.warning(
+                "another process has been indexing for %.0f s; the forgotten rows' old "
+                "versions will be dropped by its next upkeep",
+                LOCK_TIMEOUT_S,
+            )
+            return
         try:
             with self._locked():
                 self._compact()
