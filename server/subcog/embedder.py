@@ -282,7 +282,7 @@ def load_embedder(settings: Settings) -> Embedder:
     def embedder(source: ModelSource, load: Callable[..., Any], loaded: Any = None) -> Embedder:
         """The int8 copy of the model in source.location when there is one, else the model
         as `load` loads it (or `loaded`, loaded already)."""
-        int8 = _int8_copy(settings, source.location) if source.location.is_dir() else None
+        int8 = _int8_copy(settings, source.location)
         if int8 is not None:
             try:
                 return Embedder(

@@ -64,16 +64,22 @@ def quantized_copy(source: Path, cache_dir: Path) -> Path | None:
         staging = Path(tempfile.mkdtemp(prefix=".quantize-", dir=target.parent))
         try:
             quantized = _quantize(model, staging)
-            for item in source.iterdir():  # the tokenizer and config files, as they are
-                if item.is_file() and not item.name.endswith((".onnx", ".onnx_data", ".lock")):
-                    shutil.copyfile(item, staging / item.name)
-            if not quantized:
+            if quantized:
+                _copy_tokenizer(source, staging)
+            else:
                 (staging / "as-provided").write_text(identity)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     log.info("made an int8 copy of %s in %s", model, target)
     return target if quantized else None
+
+
+def _copy_tokenizer(source: Path, target: Path) -> None:
+    """The tokenizer and config files beside the model, as they are."""
+    for item in source.iterdir():
+        if item.is_file() and not item.name.endswith((".onnx", ".onnx_data", ".lock")):
+            shutil.copyfile(item, target / item.name)
 
 
 def _quantize(model: Path, staging: Path) -> bool:

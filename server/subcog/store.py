@@ -776,17 +776,7 @@ class Store:
         if self._closed.is_set() or not self._upkeep_running.acquire(blocking=False):
             return False
         try:
-            # Both locks for compaction: Lance refuses a compaction that another process's
-            # index commit overtook (and a failed one erases nothing). Then the write lock goes,
-            # and the index pass keeps its own.
-            try:
-                self._index_lock.acquire(timeout=0)
-                try:
-                    self._lock.acquire(timeout=0)
-                except Timeout:
-                    self._index_lock.release()
-                    raise
-            except Timeout:
+            if not self._compaction_locks(timeout=0):
                 if self._erase_pending() is not None:  # erasure must not wait for the next write
                     self._upkeep_soon(delay=1.0)
                 return False
@@ -797,7 +787,7 @@ class Store:
                     self._compact()
                     rewrote = self._table.version != before
                 finally:
-                    self._lock.release()
+                    self._lock.release()  # the index pass keeps only the index lock
                 self._index(rebuild_words=erasing is not None)
             finally:
                 self._index_lock.release()
@@ -812,6 +802,21 @@ class Store:
             return False
         finally:
             self._upkeep_running.release()
+
+    def _compaction_locks(self, timeout: float) -> bool:
+        """The index lock, then the write lock: compaction needs both, since Lance refuses a
+        compaction that another process's index commit overtook (and a failed one erases
+        nothing). False, holding neither, if one stays taken for `timeout` seconds."""
+        try:
+            self._index_lock.acquire(timeout=timeout)
+        except Timeout:
+            return False
+        try:
+            self._lock.acquire(timeout=timeout)
+        except Timeout:
+            self._index_lock.release()
+            return False
+        return True
 
     def _compact(self) -> None:
         """One pass of Lance's compaction, with options LanceDB's optimize() does not expose.
@@ -900,19 +905,17 @@ class Store:
             if not self.upkeep():
                 time.sleep(0.2)
         time.sleep(KEEP_OLD_VERSIONS.total_seconds() + 0.5)
-        try:  # compaction takes both locks (see upkeep)
-            self._index_lock.acquire(timeout=LOCK_TIMEOUT_S)
-        except Timeout:
+        if not self._compaction_locks(timeout=LOCK_TIMEOUT_S):
             log.warning(
-                "another process has been indexing for %.0f s; the forgotten rows' old "
-                "versions will be dropped by its next upkeep",
+                "the store stayed busy for %.0f s; the forgotten rows' old versions will be "
+                "dropped by the next upkeep",
                 LOCK_TIMEOUT_S,
             )
             return
         try:
-            with self._locked():
-                self._compact()
+            self._compact()
         finally:
+            self._lock.release()
             self._index_lock.release()
 
 
