@@ -110,19 +110,59 @@ def test_past_a_size_searches_use_one_vector_index_rebuilt_as_the_store_grows(
     memory.store._mirror.max_rows = 300  # past it, searches go to LanceDB and its index
     texts = [f"Note {i}: box {i} on shelf {i % 7} holds {i * 3} screws." for i in range(300)]
     assert memory.import_jsonl(json.dumps({"content": t}) for t in texts).added == 300
+    monkeypatch.setattr("subcog.store.VECTOR_DELTAS_MAX", 3)
     assert memory.store.upkeep()
     assert memory.store._vector_indexed
+    assert vector_index_deltas(memory) == ([300], 0)
     memory.remember("The spare house key is taped under the blue flowerpot.")
+    assert memory.store.upkeep()
+    assert vector_index_deltas(memory) == ([300, 1], 0)  # new rows join at once, on their own
     found = memory.recall("Where is the spare key hidden?", limit=1).memories
     assert found[0].content == "The spare house key is taped under the blue flowerpot."
+    memory.remember("The bike lock code is written inside the toolbox lid.")
+    assert memory.store.upkeep()
+    memory.remember("The gas meter is read on the first Monday of the month.")
+    assert memory.store.upkeep()
+    assert vector_index_deltas(memory) == ([300, 3], 0)  # at VECTOR_DELTAS_MAX they merge
 
     more = [f"Later note {i}: crate {i} went to the attic in week {i}." for i in range(80)]
     memory.import_jsonl(json.dumps({"content": t}) for t in more)
     assert memory.store.upkeep()
-    (index,) = [i for i in memory.store._table.list_indices() if i.columns == ["vector"]]
-    stats = memory.store._table.index_stats(index.name)
-    assert stats.num_unindexed_rows == 0  # rebuilt over everything, not one graph per upkeep
-    assert stats.num_indices == 1
+    assert vector_index_deltas(memory) == ([383], 0)  # past VECTOR_REBUILD_SHARE: built again
+
+
+def vector_index_deltas(memory: Memory) -> tuple[list[int], int]:
+    """Rows in each part of the vector index, and rows outside it."""
+    import lance
+
+    stats = lance.dataset(str(memory.store._uri)).stats.index_stats("vector_idx")
+    return stats["num_indexed_rows_per_delta"], stats["num_unindexed_rows"]
+
+
+def test_with_a_vector_index_a_rare_scope_still_gets_its_own_nearest_memories(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The main scope is filtered after the index search; a rare one finds nothing that way
+    # and must be searched again with the filter first.
+    monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 300)
+    memory.store._mirror.max_rows = 300
+    texts = [f"Note {i}: the parcel {i} left depot {i % 9} on day {i}." for i in range(300)]
+    assert memory.import_jsonl(json.dumps({"content": t}) for t in texts).added == 300
+    memory.remember("The boat's spare propeller is in the garage loft.", scope="boat")
+    memory.remember("Anchor chain was replaced in May.", scope="boat")
+    assert memory.store.upkeep()
+    assert memory.store._vector_indexed
+
+    found = memory.recall("Where did the parcels leave from?", limit=5).memories
+    assert len(found) == 5
+    assert all(m.scope == "default" for m in found)
+    assert "default" not in memory.store._rare_scopes
+    found = memory.recall("Where is the propeller kept?", limit=5, scope="boat").memories
+    assert found[0].content == "The boat's spare propeller is in the garage loft."
+    assert {m.scope for m in found} == {"boat"}
+    assert memory.store._rare_scopes == {"boat"}
+    found = memory.recall("When was the anchor chain replaced?", limit=5, scope="boat").memories
+    assert found[0].content == "Anchor chain was replaced in May."
 
 
 SHELF = [
