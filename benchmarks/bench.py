@@ -266,7 +266,6 @@ def index_recall(data_dir: str, queries: int) -> float | None:
     rows = store.count()
     if rows <= store._mirror.max_rows:
         return None
-    store._vector_indexed = "vector" in store._indexed()
     step = max(1, rows // queries)
     texts = [*QUERIES, *(memory_text(n).split(" (note")[0] for n in range(0, rows, step))]
     vectors = load_embedder(settings).embed(texts[:queries])

@@ -123,7 +123,7 @@ def test_a_bulk_import_builds_the_vector_index_once_at_the_end(
 
     def counting(store: Store) -> None:
         original(store)
-        if store._vector_indexed:
+        if "vector" in store._indexed():
             built.append(store._table.count_rows())
 
     monkeypatch.setattr(Store, "_index_vectors", counting)

@@ -112,7 +112,6 @@ def test_past_a_size_searches_use_one_vector_index_rebuilt_as_the_store_grows(
     assert memory.import_jsonl(json.dumps({"content": t}) for t in texts).added == 300
     monkeypatch.setattr("subcog.store.VECTOR_DELTAS_MAX", 3)
     assert memory.store.upkeep()
-    assert memory.store._vector_indexed
     assert vector_index_deltas(memory) == ([300], 0)
     memory.remember("The spare house key is taped under the blue flowerpot.")
     assert memory.store.upkeep()
@@ -151,7 +150,7 @@ def test_with_a_vector_index_a_rare_scope_still_gets_its_own_nearest_memories(
     memory.remember("The boat's spare propeller is in the garage loft.", scope="boat")
     memory.remember("Anchor chain was replaced in May.", scope="boat")
     assert memory.store.upkeep()
-    assert memory.store._vector_indexed
+    assert vector_index_deltas(memory) == ([302], 0)
 
     found = memory.recall("Where did the parcels leave from?", limit=5).memories
     assert len(found) == 5

@@ -22,18 +22,22 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lancedb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 from filelock import FileLock, Timeout
 from lancedb.expr import col, lit
 from lancedb.index import FTS, Bitmap, BTree, HnswSq
 
 from subcog.errors import MissingIds, ModelMismatch, StoreBusy, SubcogError
 from subcog.mirror import Mirror, Snapshot
+
+if TYPE_CHECKING:
+    from lance import LanceDataset
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -236,7 +240,6 @@ class Store:
     _index_lock: FileLock = field(init=False, repr=False)
     _writes: int = field(init=False, default=0)
     _upkeep_running: threading.Lock = field(init=False, default_factory=threading.Lock)
-    _vector_indexed: bool = field(init=False, default=False)
     # Scopes too rare to filter after a vector search (see _vector_query).
     _rare_scopes: set[str] = field(init=False, default_factory=set)
     _later: Later = field(init=False, repr=False)
@@ -256,11 +259,13 @@ class Store:
             str(self.data_dir / "lancedb"),
             read_consistency_interval=timedelta(0),
             session=lancedb.Session(
-                index_cache_size_bytes=self._index_cache_bytes(),
+                index_cache_size_bytes=INDEX_CACHE_BYTES,
                 metadata_cache_size_bytes=META_CACHE_BYTES,
             ),
         )
-        self._mirror = Mirror(self._uri, MIRROR_ROWS, (INDEX_CACHE_BYTES, META_CACHE_BYTES))
+        # Reads go through the mirror's Lance dataset, searches of the vector index too.
+        caches = (self._index_cache_bytes(), META_CACHE_BYTES)
+        self._mirror = Mirror(self._uri, MIRROR_ROWS, caches)
         self._later = Later(self.upkeep, "subcog-upkeep")
         self._searches = ThreadPoolExecutor(max_workers=2, thread_name_prefix="subcog-search")
         with self._locked():
@@ -293,7 +298,6 @@ class Store:
                 self._table.create_index(column, config=BTree())
         if "scope" not in indexed:
             self._table.create_index("scope", config=Bitmap())
-        self._vector_indexed = "vector" in indexed
 
     def _index_vectors(self) -> None:
         """Exact search reads every vector; past VECTOR_INDEX_ROWS an HNSW index answers the
@@ -308,7 +312,6 @@ class Store:
         import lance
 
         index = next((i for i in self._table.list_indices() if i.columns == ["vector"]), None)
-        self._vector_indexed = index is not None  # perhaps built by another process
         rows = self._table.count_rows()
         if rows < VECTOR_INDEX_ROWS:
             return
@@ -328,7 +331,6 @@ class Store:
                 return
         config = HnswSq(distance_type="cosine", num_partitions=max(1, rows // HNSW_ROWS_PER_GRAPH))
         self._table.create_index("vector", config=config, replace=True)
-        self._vector_indexed = True
         log.info("built the vector index over %d memories", rows)
 
     def _index_cache_bytes(self) -> int:
@@ -435,25 +437,32 @@ class Store:
 
         def run() -> tuple[Found, Found]:
             snapshot = self._mirror.latest()
-            lexical = self._searches.submit(self._words, snapshot, text, depth, sql)
+            lexical = self._searches.submit(self._words, snapshot, text, depth, where, sql)
             semantic = self._vectors(snapshot, vector, depth, where, sql)
             return lexical.result(), semantic
 
         return self._read("search", run)
 
-    def _words(self, snapshot: Snapshot, text: str, depth: int, sql: str | None) -> Found:
+    def _words(
+        self, snapshot: Snapshot, text: str, depth: int, where: Filter, sql: str | None
+    ) -> Found:
         # A match query: the words are searched as they are, OR-ed, never parsed as a query
         # language.
         if snapshot.blocks is not None:
             rows, vectors, scores = snapshot.words(text, depth, sql, self.dimension)
             return Found(rows.select(MEMORY_COLUMNS), vectors, scores)
-        found: pa.Table = snapshot.dataset.to_table(
-            full_text_query={"query": text, "columns": ["content"]},
-            columns=[*MEMORY_COLUMNS, "vector", "_score"],
-            filter=sql,
-            prefilter=True,
-            limit=depth,
-        )
+
+        def search(where_sql: str | None) -> pa.Table:
+            found: pa.Table = snapshot.dataset.to_table(
+                full_text_query={"query": text, "columns": ["content"]},
+                columns=[*MEMORY_COLUMNS, "vector", "_score"],
+                filter=where_sql,
+                prefilter=True,
+                limit=depth,
+            )
+            return found
+
+        found = self._filtered(search, where, sql, depth, enough=depth)
         return Found.of(found, found["_score"].to_numpy())
 
     def _vectors(
@@ -469,8 +478,7 @@ class Store:
                 vector, limit, where.scope, where.tags, where.since, where.until
             )
             return Found(rows.select(MEMORY_COLUMNS), vectors, scores)
-        depth = max(limit, VECTOR_FETCH_MIN)
-        table = self._vector_query(vector, where, sql, [*MEMORY_COLUMNS, "vector"], depth)
+        table = self._nearest(snapshot.dataset, vector, limit, where, sql)
         found = Found.of(table, 1.0 - table["_distance"].to_numpy())
         exact = found.vectors @ vector  # unit vectors: the cosine
         best = np.argsort(-exact, kind="stable")[:limit]
@@ -580,40 +588,58 @@ class Store:
         )
         return list(zip(found.rows(), found.scores.tolist(), strict=True))
 
-    def _vector_query(
+    def _nearest(
         self,
+        dataset: LanceDataset,
         vector: npt.NDArray[np.float32],
+        limit: int,
         where: Filter,
         sql: str | None,
-        columns: list[str],
-        limit: int,
     ) -> pa.Table:
-        """The `limit` nearest rows that match `sql`.
+        """At least `limit` (and VECTOR_FETCH_MIN) rows that match `sql`, nearest first."""
+        depth = max(limit, VECTOR_FETCH_MIN)
 
-        Filtering before an HNSW search (prefilter) builds a mask of the matching rows first:
-        at 1,000,000 memories that cost 25 ms, where the search itself took 10. A scope that
-        holds most memories, as the only scope does, is filtered after the search instead;
-        when that leaves fewer than `limit` rows, the scope is rarer than that, and the search
-        runs again with the prefilter, as it will for that scope from then on.
+        def search(where_sql: str | None) -> pa.Table:
+            nearest = {
+                "column": "vector",
+                "q": vector,
+                "k": depth,
+                "metric": "cosine",
+                "nprobes": NPROBES,
+                "ef": HNSW_EF,
+            }
+            columns = [*MEMORY_COLUMNS, "vector", "_distance"]
+            return dataset.to_table(columns, nearest=nearest, filter=where_sql, prefilter=True)
+
+        return self._filtered(search, where, sql, depth, enough=limit)
+
+    def _filtered(
+        self,
+        search: Callable[[str | None], pa.Table],
+        where: Filter,
+        sql: str | None,
+        depth: int,
+        enough: int,
+    ) -> pa.Table:
+        """search(sql), which finds up to `depth` rows; at least `enough` of them if there are.
+
+        Lance filters before a search of an index (prefilter) by building a mask of the
+        matching rows: at 1,000,000 memories that took longer than the vector search itself,
+        and a third of the full-text search. So a scope is filtered here, after the search,
+        unless that leaves fewer than `enough` rows from a search that found `depth`: then the
+        scope is rarer than that, and it is searched again with the prefilter, as it will be
+        from then on. Any row of the scope better than the ones kept would have been found.
         """
-
-        def run(prefilter: bool) -> pa.Table:
-            query = self._table.search(vector).distance_type("cosine")
-            if self._vector_indexed:
-                query = query.nprobes(NPROBES).ef(HNSW_EF)
-            if sql:
-                query = query.where(sql, prefilter=prefilter)
-            return query.select([*columns, "_distance"]).limit(limit).to_arrow()
-
         scope = where.scope
         only_scope = not where.tags and where.since is None and where.until is None
-        if not (only_scope and scope and self._vector_indexed and scope not in self._rare_scopes):
-            return run(prefilter=True)
-        found = run(prefilter=False)
-        if found.num_rows == limit:
-            return found
+        if not (only_scope and scope and scope not in self._rare_scopes):
+            return search(sql)
+        found = search(None)
+        mine = found.filter(pc.equal(found["scope"], scope))
+        if mine.num_rows >= enough or found.num_rows < depth:
+            return mine
         self._rare_scopes.add(scope)
-        return run(prefilter=True)
+        return search(sql)
 
     def _known(
         self, rows: Sequence[Row], snapshot: Snapshot
@@ -717,7 +743,6 @@ class Store:
                     "subcog.reindex_to": None,  # removes the key
                 }
             )
-            self._vector_indexed = False
             self._mirror.forget()
             (self.data_dir / MODEL_MARK).touch()
         self._upkeep_soon()  # builds the vector index again if the store is large
@@ -802,8 +827,6 @@ class Store:
             while not self._closed.wait(UPKEEP_POLL_S):  # a closed store touches Lance no more
                 if self._erase_pending() is not None:
                     self.upkeep()
-                with suppress(Exception):  # another process may have built the vector index
-                    self._vector_indexed = "vector" in self._indexed()
 
         threading.Thread(target=poll, name="subcog-upkeep-watch", daemon=True).start()
 
