@@ -17,7 +17,7 @@ from subcog.config import Settings
 from subcog.embedder import DIMENSION, MODEL_NAME, Embedder
 from subcog.errors import ModelMismatch
 from subcog.memory import Memory, open_store
-from subcog.store import Filter, Later, Store
+from subcog.store import LANCE_DEPTH, Filter, Later, Store
 
 
 def test_the_table_has_the_documented_schema_and_records_the_model(settings: Settings) -> None:
@@ -152,6 +152,9 @@ def test_with_a_vector_index_a_rare_scope_still_gets_its_own_nearest_memories(
     assert memory.store.upkeep()
     assert vector_index_deltas(memory) == ([302], 0)
 
+    vector = memory.embedder.embed(["Where did the parcels leave from?"])[0]
+    lexical, semantic = memory.store.candidates("parcels depot", vector, 100, Filter("default"))
+    assert len(semantic.ids()) == len(lexical.ids()) == LANCE_DEPTH  # not 100 past the mirror
     found = memory.recall("Where did the parcels leave from?", limit=5).memories
     assert len(found) == 5
     assert all(m.scope == "default" for m in found)

@@ -71,6 +71,11 @@ HNSW_ROWS_PER_GRAPH = 1_000_000
 NPROBES = 64
 HNSW_EF = 300
 VECTOR_FETCH_MIN = 30
+# A recall's two searches each take the best ranking.DEPTH (100) memories from the in-memory
+# copy, but only LANCE_DEPTH from LanceDB: reading each row's columns there is most of a
+# search's time (at 1,000,000 memories, 26 ms for 100 rows and 16 ms for 50). On LoCoMo, depth
+# 50 instead of 100 moved R@10 from 0.785 to 0.783 and MRR@10 from 0.535 to 0.533.
+LANCE_DEPTH = 50
 VECTOR_REBUILD_SHARE = 0.15
 VECTOR_DELTAS_MAX = 8
 # New rows are folded into the full-text index at every upkeep while it holds fewer than
@@ -426,7 +431,7 @@ class Store:
         self, text: str, vector: npt.NDArray[np.float32], depth: int, where: Filter
     ) -> tuple[Found, Found]:
         """The best `depth` memories by BM25 and by cosine similarity, both over the filtered
-        rows only, each with its vector.
+        rows only, each with its vector; past the in-memory copy, at most LANCE_DEPTH.
 
         Both searches read one version of the table, at once: the full-text search in another
         thread (Lance releases the GIL). Not while the query is embedded: ONNX Runtime's
@@ -437,8 +442,9 @@ class Store:
 
         def run() -> tuple[Found, Found]:
             snapshot = self._mirror.latest()
-            lexical = self._searches.submit(self._words, snapshot, text, depth, where, sql)
-            semantic = self._vectors(snapshot, vector, depth, where, sql)
+            deep = depth if snapshot.blocks is not None else min(depth, LANCE_DEPTH)
+            lexical = self._searches.submit(self._words, snapshot, text, deep, where, sql)
+            semantic = self._vectors(snapshot, vector, deep, where, sql)
             return lexical.result(), semantic
 
         return self._read("search", run)
