@@ -63,9 +63,9 @@ UPKEEP_POLL_S = 10.0
 MIRROR_ROWS = 150_000
 # LanceDB's vector search: exact below VECTOR_INDEX_ROWS memories, then an HNSW index with scalar
 # quantisation. One graph per HNSW_ROWS_PER_GRAPH rows (rounded down, so at least one): a search
-# visits every graph (NPROBES), and at 1,000,000 memories four graphs of 250,000 cost several
-# times one. A search takes at least VECTOR_FETCH_MIN rows and orders them by their exact
-# vectors, read with them anyway; Lance's refine_factor would read them a second time.
+# visits every graph (NPROBES), and at 1,000,000 memories four graphs of 250,000 took 3.6 ms
+# where one took 1.9. A search takes at least VECTOR_FETCH_MIN rows and orders them by their
+# exact vectors, read with them anyway; Lance's refine_factor would read them a second time.
 VECTOR_INDEX_ROWS = 120_000  # built before the mirror stops, so it is ready when needed
 HNSW_ROWS_PER_GRAPH = 1_000_000
 NPROBES = 64
@@ -87,7 +87,7 @@ WORDS_UNINDEXED_SHARE = 0.01
 # memory stays flat however long it runs.
 META_CACHE_BYTES = 32 * 2**20
 INDEX_CACHE_BYTES = 128 * 2**20
-VECTOR_INDEX_BYTES_PER_ROW = 768  # HNSW with scalar quantisation: 581 bytes a row measured
+VECTOR_INDEX_BYTES_PER_ROW = 768  # HNSW with scalar quantisation: 581-588 bytes a row measured
 READ_ATTEMPTS = 5
 WRITE_ATTEMPTS = 8
 # LanceDB compresses strings by default; stored plainly, forgotten text can be shown to be gone
@@ -310,9 +310,9 @@ class Store:
 
         New rows join the index at every pass, as a small graph of their own (a delta): while
         any row is outside the index, Lance searches the graph with a filter, and at 1,000,000
-        memories a search took 17 ms instead of 2. Every search walks every delta, so once
-        there are VECTOR_DELTAS_MAX the small ones merge into one; once they hold
-        VECTOR_REBUILD_SHARE of the rows, the index is built again over everything.
+        memories the graph search took 12 to 17 ms instead of 1 to 2. Every search walks every
+        delta, so once there are VECTOR_DELTAS_MAX the small ones merge into one; once they
+        hold VECTOR_REBUILD_SHARE of the rows, the index is built again over everything.
         """
         import lance
 
