@@ -130,6 +130,35 @@ def test_past_a_size_searches_use_one_vector_index_rebuilt_as_the_store_grows(
     assert vector_index_deltas(memory) == ([383], 0)  # past VECTOR_REBUILD_SHARE: built again
 
 
+def test_lance_caches_grow_with_a_store_while_it_runs(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that grows past the vector index size must not keep caches sized for a small
+    # store: the index would be read from disk at every search.
+    monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 100)
+    mirror = memory.store._mirror
+
+    def grow_to(count: int) -> None:
+        have = memory.store.count()
+        memory.import_jsonl(
+            json.dumps({"content": f"Shelf {i} holds box {i * 3} of spare parts."})
+            for i in range(have, count)
+        )
+        memory.store.warm()
+
+    grow_to(80)
+    assert mirror._sized_for == 0  # below VECTOR_INDEX_ROWS the caches have one size
+    grow_to(100)
+    assert mirror._sized_for == 125
+    assert memory.store._cache_bytes(125)[0] > memory.store._cache_bytes(99)[0]
+    grow_to(120)
+    assert mirror._sized_for == 125  # not opened again for every new row
+    grow_to(130)
+    assert mirror._sized_for == 162
+    found = memory.recall("Which shelf holds box 300?", limit=1).memories
+    assert found[0].content == "Shelf 100 holds box 300 of spare parts."
+
+
 def vector_index_deltas(memory: Memory) -> tuple[list[int], int]:
     """Rows in each part of the vector index, and rows outside it."""
     import lance

@@ -13,7 +13,7 @@ to LanceDB and its vector index instead.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from lance import LanceDataset
     from lance.fragment import LanceFragment
 
+CACHE_HEADROOM = 1.25
 ROW_COLUMNS = ["id", "content", "content_hash", "tags", "scope", "metadata", "created_at"]
 _EPOCH = datetime(1970, 1, 1)
 
@@ -234,10 +235,16 @@ def _nothing(dimension: int) -> tuple[pa.Table, npt.NDArray[np.float32], npt.NDA
 class Mirror:
     """The latest snapshot of one Lance dataset, kept in step by reading what changed."""
 
-    def __init__(self, uri: Path, max_rows: int, cache_bytes: tuple[int, int]) -> None:
+    def __init__(
+        self, uri: Path, max_rows: int, cache_bytes: Callable[[int], tuple[int, int]]
+    ) -> None:
         self._uri = uri
         self.max_rows = max_rows
-        self._cache_bytes = cache_bytes  # Lance's index and metadata caches, bounded
+        # Lance's index and metadata caches for a table of so many rows, each bounded. The
+        # dataset is opened again with bigger ones once the table has outgrown what they were
+        # sized for (with CACHE_HEADROOM to spare, so that this is rare).
+        self._cache_bytes = cache_bytes
+        self._sized_for = 0
         self._head: LanceDataset | None = None
         self._snapshot: Snapshot | None = None
         self._blocks: dict[Hashable, Block] = {}  # by the fragment's metadata: files and deletions
@@ -257,6 +264,12 @@ class Mirror:
                 return self._snapshot
             fragments = head.get_fragments()
             rows = sum(fragment.metadata.num_rows for fragment in fragments)
+            if rows > self._sized_for and self._cache_bytes(rows) != self._cache_bytes(
+                self._sized_for
+            ):
+                head = self._head = self._open(rows)
+                fragments = head.get_fragments()
+                rows = sum(fragment.metadata.num_rows for fragment in fragments)
             blocks: tuple[Block, ...] | None = None
             kept: dict[Hashable, Block] = {}
             if rows <= self.max_rows:
@@ -289,18 +302,22 @@ class Mirror:
             self._blocks, self._snapshot = {}, None
 
     def _latest(self) -> LanceDataset:
-        import lance  # pylance: the Lance inside lancedb, with a faster path for plain reads
-
         if self._head is None:
-            index_cache, metadata_cache = self._cache_bytes
-            self._head = lance.dataset(
-                str(self._uri),
-                index_cache_size_bytes=index_cache,
-                metadata_cache_size_bytes=metadata_cache,
-            )
+            self._head = self._open(self._sized_for)
         else:
             self._head.checkout_latest()  # type: ignore[no-untyped-call]
         return self._head
+
+    def _open(self, rows: int) -> LanceDataset:
+        import lance  # pylance: the Lance inside lancedb, with a faster path for plain reads
+
+        self._sized_for = int(rows * CACHE_HEADROOM)
+        index_cache, metadata_cache = self._cache_bytes(self._sized_for)
+        return lance.dataset(
+            str(self._uri),
+            index_cache_size_bytes=index_cache,
+            metadata_cache_size_bytes=metadata_cache,
+        )
 
 
 def _key(fragment: LanceFragment) -> Hashable:

@@ -269,8 +269,7 @@ class Store:
             ),
         )
         # Reads go through the mirror's Lance dataset, searches of the vector index too.
-        caches = (self._index_cache_bytes(), META_CACHE_BYTES)
-        self._mirror = Mirror(self._uri, MIRROR_ROWS, caches)
+        self._mirror = Mirror(self._uri, MIRROR_ROWS, self._cache_bytes)
         self._later = Later(self.upkeep, "subcog-upkeep")
         self._searches = ThreadPoolExecutor(max_workers=2, thread_name_prefix="subcog-search")
         with self._locked():
@@ -338,20 +337,15 @@ class Store:
         self._table.create_index("vector", config=config, replace=True)
         log.info("built the vector index over %d memories", rows)
 
-    def _index_cache_bytes(self) -> int:
-        """LanceDB's index cache: INDEX_CACHE_BYTES, plus room for the whole vector index
-        when the store is big enough to have one. Smaller, each search would read parts of
-        the index from disk again: at 1,000,000 memories the index is 581 MB, and with 128 MB
-        of cache a recall took over a second."""
-        import lance
-
-        try:
-            rows = lance.dataset(str(self._uri)).count_rows()
-        except (OSError, ValueError):  # no table yet
-            return INDEX_CACHE_BYTES
+    @staticmethod
+    def _cache_bytes(rows: int) -> tuple[int, int]:
+        """Lance's index and metadata caches for a table of `rows` memories: INDEX_CACHE_BYTES,
+        plus room for the whole vector index when the store is big enough to have one.
+        Smaller, each search would read parts of the index from disk again: at 1,000,000
+        memories the index is 588 MB, and with 128 MB of cache a recall took over a second."""
         if rows < VECTOR_INDEX_ROWS:
-            return INDEX_CACHE_BYTES
-        return INDEX_CACHE_BYTES + rows * VECTOR_INDEX_BYTES_PER_ROW
+            return INDEX_CACHE_BYTES, META_CACHE_BYTES
+        return INDEX_CACHE_BYTES + rows * VECTOR_INDEX_BYTES_PER_ROW, META_CACHE_BYTES
 
     @property
     def _uri(self) -> Path:
