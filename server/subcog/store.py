@@ -245,7 +245,7 @@ class Store:
     _index_lock: FileLock = field(init=False, repr=False)
     _writes: int = field(init=False, default=0)
     _upkeep_running: threading.Lock = field(init=False, default_factory=threading.Lock)
-    # Scopes too rare to filter after a vector search (see _vector_query).
+    # Scopes too rare to filter after a search rather than before it (see _filtered).
     _rare_scopes: set[str] = field(init=False, default_factory=set)
     _later: Later = field(init=False, repr=False)
     _closed: threading.Event = field(init=False, default_factory=threading.Event)
@@ -320,14 +320,14 @@ class Store:
         if rows < VECTOR_INDEX_ROWS:
             return
         if index is not None:
-            stats = lance.dataset(str(self._uri)).stats.index_stats(index.name)
+            dataset = lance.dataset(str(self._uri))
+            stats = dataset.stats.index_stats(index.name)
             unindexed: int = stats["num_unindexed_rows"]
             deltas: list[int] = stats["num_indexed_rows_per_delta"]
             if unindexed == 0:
                 return
             if sum(deltas[1:]) + unindexed <= VECTOR_REBUILD_SHARE * rows:
                 merge = 0 if len(deltas) < VECTOR_DELTAS_MAX else len(deltas) - 1
-                dataset = lance.dataset(str(self._uri))
                 dataset.optimize.optimize_indices(
                     index_names=[index.name], num_indices_to_merge=merge
                 )
