@@ -10,11 +10,15 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
 
+from subcog.config import Settings
+from subcog.embedder import Embedder
+from subcog.memory import Memory, open_store
 from tests.servers import INITIALIZE, call, server_params, subcog_command
 
 pytestmark = pytest.mark.anyio
@@ -155,3 +159,49 @@ async def test_supersedes_and_forget_by_query_over_stdio() -> None:
         assert done["forgotten"] == [new["id"]]
         empty = await call(client, "recall", query="Where is the team offsite?")
         assert empty["memories"] == []
+
+
+# The server as `subcog serve` runs it, with the in-memory limit and the vector index size
+# lowered from 150,000 and 120,000 to 100: its searches go to Lance and the HNSW index.
+PAST_THE_MIRROR = (
+    "import sys, subcog.store as store; "
+    "store.MIRROR_ROWS = store.VECTOR_INDEX_ROWS = 100; "
+    "from subcog.cli import main; sys.exit(main(['serve']))"
+)
+
+
+async def test_a_store_past_the_in_memory_limit_over_stdio(
+    settings: Settings, embedder: Embedder
+) -> None:
+    with patch("subcog.store.VECTOR_INDEX_ROWS", 100):
+        memory = Memory(open_store(settings), embedder, settings)
+        texts = [f"Note {i}: the parcel {i} left depot {i % 9} on day {i}." for i in range(150)]
+        memory.import_jsonl(json.dumps({"content": t}) for t in texts)
+        memory.store.close()
+    params = server_params()
+    params.command, params.args = sys.executable, ["-c", PAST_THE_MIRROR]
+    async with Client(stdio_client(params)) as client:
+        content = (
+            "On Monday the parcel with the boat's spare propeller, the new anchor chain and "
+            "two fenders left the marina depot by van."
+        )
+        boat = await call(client, "remember", content=content, scope="boat")
+        found = await call(client, "recall", query="Which depot did parcel 42 leave?", limit=3)
+        assert found["memories"][0]["content"].startswith("Note 42:")
+        assert {m["scope"] for m in found["memories"]} == {"default"}
+        # Every note is nearer this query than the boat's memory: searched unfiltered, the
+        # boat scope would find nothing, so it is searched again with its filter first.
+        query = "Which depot did the parcel leave from?"
+        found = await call(client, "recall", query=query, scope="boat")
+        assert [m["id"] for m in found["memories"]] == [boat["id"]]
+        assert await call(client, "forget", ids=[boat["id"]]) == {
+            "forgotten": [boat["id"]],
+            "missing": [],
+        }
+        found = await call(client, "recall", query=query, scope="boat")
+        assert found["memories"] == []
+    store = open_store(settings)
+    try:
+        assert "vector" in store._indexed()
+    finally:
+        store.close()

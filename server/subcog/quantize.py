@@ -51,28 +51,31 @@ def quantized_copy(source: Path, cache_dir: Path) -> Path | None:
     stat = model.stat()
     identity = f"{RECIPE}:{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     target = cache_dir / CACHE_SUBDIR / hashlib.sha256(identity.encode()).hexdigest()[:16]
-    if (target / "model.onnx").is_file():
-        return target
-    if (target / "as-provided").is_file():
-        return None
+    if target.is_dir():
+        return _made(target)
     from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(target.parent / f"{target.name}.lock"):
-        if (target / "model.onnx").is_file():  # another process made it meanwhile
-            return target
+        if target.is_dir():  # another process made it meanwhile
+            return _made(target)
         staging = Path(tempfile.mkdtemp(prefix=".quantize-", dir=target.parent))
         try:
-            quantized = _quantize(model, staging)
-            if quantized:
+            if _quantize(model, staging):
                 _copy_tokenizer(source, staging)
+                log.info("made an int8 copy of %s in %s", model, target)
             else:
                 (staging / "as-provided").write_text(identity)
+                log.info("%s is quantised already: used as it is", model)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    log.info("made an int8 copy of %s in %s", model, target)
-    return target if quantized else None
+    return _made(target)
+
+
+def _made(target: Path) -> Path | None:
+    """A finished copy: the int8 model, or None for a model marked as quantised already."""
+    return None if (target / "as-provided").is_file() else target
 
 
 def _copy_tokenizer(source: Path, target: Path) -> None:

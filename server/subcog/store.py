@@ -162,13 +162,14 @@ class Found:
     scores: npt.NDArray[np.float64]
 
     @classmethod
-    def of(cls, table: pa.Table, scores: npt.NDArray[Any]) -> Found:
+    def of(cls, table: pa.Table, scores: npt.NDArray[Any] | None) -> Found:
+        """From a table with MEMORY_COLUMNS and the vectors; no scores yet when None."""
         column = table["vector"].combine_chunks()
         vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
         return cls(
             table.select(MEMORY_COLUMNS),
             vectors.astype(np.float32, copy=False),
-            scores.astype(np.float64),
+            np.zeros(len(table)) if scores is None else scores.astype(np.float64),
         )
 
     def ids(self) -> list[str]:
@@ -478,8 +479,8 @@ class Store:
                 vector, limit, where.scope, where.tags, where.since, where.until
             )
             return Found(rows.select(MEMORY_COLUMNS), vectors, scores)
-        table = self._nearest(snapshot.dataset, vector, limit, where, sql)
-        found = Found.of(table, 1.0 - table["_distance"].to_numpy())
+        # Ranked by the exact vectors, not the index's quantised distances.
+        found = Found.of(self._nearest(snapshot.dataset, vector, limit, where, sql), None)
         exact = found.vectors @ vector  # unit vectors: the cosine
         best = np.argsort(-exact, kind="stable")[:limit]
         return Found(found.table.take(best), found.vectors[best], exact[best].astype(np.float64))
