@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     from lance import LanceDataset
-    from lance.fragment import LanceFragment
+    from lance.fragment import DataFile, LanceFragment
 
 CACHE_HEADROOM = 1.25
 ROW_COLUMNS = ["id", "content", "content_hash", "tags", "scope", "metadata", "created_at"]
@@ -327,6 +327,13 @@ def _key(fragment: LanceFragment) -> Hashable:
     return (
         meta.id,
         meta.physical_rows,
-        tuple((file.path, tuple(file.fields)) for file in meta.files),
+        tuple((_path(file), tuple(file.fields)) for file in meta.files),
         None if deleted is None else (deleted.read_version, deleted.id, deleted.num_deleted_rows),
     )
+
+
+def _path(file: DataFile) -> str:
+    """A data file's path. pylance's `DataFile.path` property defines a class on each access
+    (to stay callable, as it once was): 7 us a fragment, most of what a refresh costs."""
+    path = getattr(file, "_path", None)
+    return path if isinstance(path, str) else str(file.path)
