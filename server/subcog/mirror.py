@@ -283,16 +283,17 @@ class Mirror:
             self._snapshot = Snapshot(head.version, pinned, blocks, placed)
             return self._snapshot
 
-    def added(self, table: pa.Table, before: int) -> None:
-        """Our own add of `table`, committed as the version after `before`: its rows are one
-        new fragment, and the next refresh need not read them back from disk."""
+    def added(self, table: pa.Table, before: int, written: LanceDataset) -> None:
+        """Our own add of `table` after version `before`, `written` the dataset at its commit:
+        its rows are one new fragment, and the next refresh need not read them from disk."""
         with self._lock:
-            snapshot, head = self._snapshot, self._latest()
+            snapshot = self._snapshot
             if snapshot is None or snapshot.blocks is None or snapshot.version != before:
                 return
-            if head.version != before + 1:
+            if written.version != before + 1:
                 return  # another commit came in between: let the refresh read what changed
-            new = [f for f in head.get_fragments() if _key(f) not in self._blocks]
+            known = {block.fragment for block in self._blocks.values()}
+            new = [f for f in written.get_fragments() if f.fragment_id not in known]
             if len(new) == 1 and new[0].metadata.num_rows == table.num_rows:
                 self._blocks[_key(new[0])] = Block.of(table, new[0].fragment_id)
 

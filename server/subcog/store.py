@@ -233,6 +233,17 @@ def _retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def _append(base: LanceDataset, data: pa.Table) -> LanceDataset:
+    """Commit `data` as one new fragment after `base`'s version; the dataset at the commit.
+
+    Lance's own append on the pinned dataset, which reuses its session: 2.3 ms for one row at
+    1,000 memories, against 4.9 ms through LanceDB's `Table.add` (its async runtime and
+    checks). Lance rebases the commit over any index commit that came in between."""
+    import lance
+
+    return lance.write_dataset(data, base, mode="append")
+
+
 @dataclass(eq=False)  # identity, not field equality: stores live in a WeakSet
 class Store:
     """One data directory: the LanceDB table, its lock file and its upkeep."""
@@ -571,8 +582,8 @@ class Store:
                     known[("id", row.id)] = known[("text", row.scope, row.content_hash)] = seen
             if fresh:
                 data = self._arrow(fresh, snapshot.dataset.schema)
-                self._write("add", lambda: self._table.add(data))
-                self._mirror.added(data, snapshot.version)
+                written = self._write("add", lambda: _append(snapshot.dataset, data))
+                self._mirror.added(data, snapshot.version, written)
             kept = {result["id"] for result in results if result is not None}
             self._delete_locked([i for i in replacing if i not in kept])
         if fresh:
