@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 CACHE_HEADROOM = 1.25
 ROW_COLUMNS = ["id", "content", "content_hash", "tags", "scope", "metadata", "created_at"]
+MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]  # a found row
 _EPOCH = datetime(1970, 1, 1)
 
 
@@ -92,6 +94,17 @@ class Block:
     def __len__(self) -> int:
         return len(self.created)
 
+    @cached_property
+    def ids(self) -> list[str]:
+        ids: list[str] = self.rows["id"].to_pylist()
+        return ids
+
+    @cached_property
+    def scopes(self) -> list[str]:
+        """Each row's scope; one str object per distinct scope, not one per row."""
+        interned: dict[str, str] = {}
+        return [interned.setdefault(scope, scope) for scope in self.rows["scope"].to_pylist()]
+
     def find(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         """The row with the key ("id", id) or ("text", scope, content_hash), if here."""
         if self._keys is None:
@@ -152,12 +165,10 @@ class Snapshot:
     blocks: tuple[Block, ...] | None  # None: more rows than the mirror keeps
     fragments: dict[int, int] = field(default_factory=dict)  # fragment id: index in blocks
 
-    def words(
-        self, text: str, limit: int, where: str | None, dimension: int
-    ) -> tuple[pa.Table, npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+    def words(self, text: str, limit: int, where: str | None, dimension: int) -> Hits:
         """The `limit` best rows by BM25 for `text` among those passing the filter (SQL), best
-        first: their columns, vectors and scores. Lance searches and returns row ids only
-        (a third of the time with the columns); the rows come from memory."""
+        first, with their scores. Lance searches and returns row ids only (a third of the
+        time with the columns); the rows come from memory."""
         assert self.blocks is not None, "only a mirrored snapshot has its rows in memory"
         found = self.dataset.to_table(
             full_text_query={"query": text, "columns": ["content"]},
@@ -173,8 +184,7 @@ class Snapshot:
         for index in np.unique(which):
             chosen = which == index
             local[chosen] = np.searchsorted(self.blocks[index].offsets, rowids[chosen] & 0xFFFFFFFF)
-        rows, vectors = self._gather(which, local, dimension)
-        return rows, vectors, found["_score"].to_numpy().astype(np.float64)
+        return self._hits(which, local, found["_score"].to_numpy().astype(np.float64), dimension)
 
     def find(self, keys: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], dict[str, Any]]:
         """The rows with these keys: ("id", id) or ("text", scope, content_hash)."""
@@ -196,54 +206,100 @@ class Snapshot:
         tags: Sequence[str] = (),
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> tuple[pa.Table, npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+    ) -> Hits:
         """The `limit` rows most similar to `vector` among those passing the filter, best
-        first: their columns, vectors and cosine similarities. Exact."""
+        first, with their cosine similarities. Exact."""
         assert self.blocks is not None, "only a mirrored snapshot searches in memory"
         scores: list[npt.NDArray[np.float32]] = []
         for block in self.blocks:
             found = block.vectors @ vector
             keep = block.mask(scope, tags, since, until)
             scores.append(found if keep is None else np.where(keep, found, -np.inf))
-        if not scores:
-            return _nothing(vector.shape[0])
-        every = np.concatenate(scores)
+        every = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
         count = min(limit, int(np.isfinite(every).sum()))
         if count == 0:
-            return _nothing(vector.shape[0])
+            return self._hits(_NONE, _NONE, np.zeros(0), vector.shape[0])
         best = np.argpartition(-every, count - 1)[:count]
         best = best[np.argsort(-every[best], kind="stable")]
         starts = np.cumsum([0, *(len(b) for b in self.blocks)])
         which = np.searchsorted(starts, best, side="right") - 1
-        rows, vectors = self._gather(which, best - starts[which], vector.shape[0])
-        return rows, vectors, every[best].astype(np.float64)
+        return self._hits(which, best - starts[which], every[best].astype(np.float64), len(vector))
 
-    def _gather(
-        self, which: npt.NDArray[np.int64], local: npt.NDArray[np.int64], dimension: int
-    ) -> tuple[pa.Table, npt.NDArray[np.float32]]:
+    def _hits(
+        self,
+        which: npt.NDArray[np.int64],
+        local: npt.NDArray[np.int64],
+        scores: npt.NDArray[np.float64],
+        dimension: int,
+    ) -> Hits:
         """The rows at these places (block index, row in block), in this order."""
         assert self.blocks is not None
-        if len(which) == 0:
-            return _nothing(dimension)[:2]
-        parts, vectors, order = [], [], []
-        for index in np.unique(which):
-            chosen = np.flatnonzero(which == index)
+        ids: list[str] = []
+        scopes: list[str] = []
+        vectors = np.empty((len(which), dimension), dtype=np.float32)
+        created = np.empty(len(which), dtype=np.int64)
+        for i, (index, at) in enumerate(zip(which.tolist(), local.tolist(), strict=True)):
             block = self.blocks[index]
-            parts.append(block.rows.take(pa.array(local[chosen])))
-            vectors.append(block.vectors[local[chosen]])
-            order.append(chosen)
-        # Back into the order asked for: the parts were gathered block by block.
-        position = np.argsort(np.concatenate(order), kind="stable")
-        rows = pa.concat_tables(parts).take(pa.array(position))
-        return rows, np.concatenate(vectors)[position]
+            ids.append(block.ids[at])
+            scopes.append(block.scopes[at])
+            vectors[i] = block.vectors[at]
+            created[i] = block.created[at]
+        return Hits(self.blocks, which, local, ids, scopes, created, vectors, scores)
 
 
-def _nothing(dimension: int) -> tuple[pa.Table, npt.NDArray[np.float32], npt.NDArray[np.float64]]:
-    return (
-        pa.table({name: pa.array([], pa.null()) for name in ROW_COLUMNS}),
-        np.zeros((0, dimension), dtype=np.float32),
-        np.zeros(0, dtype=np.float64),
-    )
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Rows a search of the mirror found, best first, with their vectors and scores: what
+    ranking needs of every one at once, the rest of a row when asked for (a search finds a
+    hundred, a recall returns a few). The same methods as store.Found."""
+
+    blocks: tuple[Block, ...]
+    which: npt.NDArray[np.int64]  # the block of each
+    local: npt.NDArray[np.int64]  # its row in the block
+    found_ids: list[str]
+    found_scopes: list[str]
+    found_created: npt.NDArray[np.int64]  # microseconds since the epoch
+    vectors: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def ids(self) -> list[str]:
+        return self.found_ids
+
+    def scopes(self) -> list[str]:
+        return self.found_scopes
+
+    def created(self) -> list[int]:
+        created: list[int] = self.found_created.tolist()
+        return created
+
+    def row(self, i: int) -> dict[str, Any]:
+        block = self.blocks[int(self.which[i])]
+        found = block.rows.slice(int(self.local[i]), 1).select(MEMORY_COLUMNS)
+        row: dict[str, Any] = found.to_pylist()[0]
+        return row
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [self.row(i) for i in range(len(self))]
+
+    def in_scope(self, scope: str) -> Hits:
+        """The hits in this scope, in the same order."""
+        picked = [i for i, mine in enumerate(self.found_scopes) if mine == scope]
+        return Hits(
+            self.blocks,
+            self.which[picked],
+            self.local[picked],
+            [self.found_ids[i] for i in picked],
+            [self.found_scopes[i] for i in picked],
+            self.found_created[picked],
+            self.vectors[picked],
+            self.scores[picked],
+        )
 
 
 class Mirror:

@@ -34,7 +34,7 @@ from lancedb.expr import col, lit
 from lancedb.index import FTS, Bitmap, BTree, HnswSq
 
 from subcog.errors import MissingIds, ModelMismatch, StoreBusy, SubcogError
-from subcog.mirror import Mirror, Snapshot
+from subcog.mirror import MEMORY_COLUMNS, Hits, Mirror, Snapshot
 
 if TYPE_CHECKING:
     from lance import LanceDataset
@@ -93,7 +93,6 @@ WRITE_ATTEMPTS = 8
 # LanceDB compresses strings by default; stored plainly, forgotten text can be shown to be gone
 # from every file by scanning the bytes (see README, "Forget means erased").
 PLAIN = {"lance-encoding:compression": "none"}
-MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]
 NEXT_VECTOR = "vector_next"  # a reindex in progress writes the new model's vectors here
 MODEL_MARK = ".model-changed"  # touched when a reindex switches the model
 
@@ -172,6 +171,9 @@ class Found:
             np.zeros(len(table)) if scores is None else scores.astype(np.float64),
         )
 
+    def __len__(self) -> int:
+        return len(self.scores)
+
     def ids(self) -> list[str]:
         ids: list[str] = self.table["id"].to_pylist()
         return ids
@@ -192,6 +194,14 @@ class Found:
     def rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.table.to_pylist()
         return rows
+
+
+def _in_scope(table: pa.Table, scope: str) -> pa.Table:
+    return table.filter(pc.equal(table["scope"], scope))
+
+
+S = TypeVar("S", pa.Table, Hits)  # rows found by a search
+Results = Found | Hits  # the same methods, from LanceDB or from the mirror
 
 
 @dataclass
@@ -435,7 +445,7 @@ class Store:
 
     def candidates(
         self, text: str, vector: npt.NDArray[np.float32], depth: int, where: Filter
-    ) -> tuple[Found, Found]:
+    ) -> tuple[Results, Results]:
         """The best `depth` memories by BM25 and by cosine similarity, both over the filtered
         rows only, each with its vector; past the in-memory copy, at most LANCE_DEPTH.
 
@@ -446,7 +456,7 @@ class Store:
         self._check_model_if_changed()
         sql = where.sql()
 
-        def run() -> tuple[Found, Found]:
+        def run() -> tuple[Results, Results]:
             snapshot = self._mirror.latest()
             deep = depth if snapshot.blocks is not None else min(depth, LANCE_DEPTH)
             lexical = self._searches.submit(self._words, snapshot, text, deep, where, sql)
@@ -457,12 +467,15 @@ class Store:
 
     def _words(
         self, snapshot: Snapshot, text: str, depth: int, where: Filter, sql: str | None
-    ) -> Found:
+    ) -> Results:
         # A match query: the words are searched as they are, OR-ed, never parsed as a query
         # language.
         if snapshot.blocks is not None:
-            rows, vectors, scores = snapshot.words(text, depth, sql, self.dimension)
-            return Found(rows.select(MEMORY_COLUMNS), vectors, scores)
+
+            def mirrored(where_sql: str | None) -> Hits:
+                return snapshot.words(text, depth, where_sql, self.dimension)
+
+            return self._filtered(mirrored, Hits.in_scope, where, sql, depth, enough=depth)
 
         def search(where_sql: str | None) -> pa.Table:
             found: pa.Table = snapshot.dataset.to_table(
@@ -474,7 +487,7 @@ class Store:
             )
             return found
 
-        found = self._filtered(search, where, sql, depth, enough=depth)
+        found = self._filtered(search, _in_scope, where, sql, depth, enough=depth)
         return Found.of(found, found["_score"].to_numpy())
 
     def _vectors(
@@ -484,12 +497,11 @@ class Store:
         limit: int,
         where: Filter,
         sql: str | None,
-    ) -> Found:
+    ) -> Results:
         if snapshot.blocks is not None:
-            rows, vectors, scores = snapshot.nearest(
+            return snapshot.nearest(
                 vector, limit, where.scope, where.tags, where.since, where.until
             )
-            return Found(rows.select(MEMORY_COLUMNS), vectors, scores)
         # Ranked by the exact vectors, not the index's quantised distances.
         found = Found.of(self._nearest(snapshot.dataset, vector, limit, where, sql), None)
         exact = found.vectors @ vector  # unit vectors: the cosine
@@ -623,32 +635,34 @@ class Store:
             columns = [*MEMORY_COLUMNS, "vector", "_distance"]
             return dataset.to_table(columns, nearest=nearest, filter=where_sql, prefilter=True)
 
-        return self._filtered(search, where, sql, depth, enough=limit)
+        return self._filtered(search, _in_scope, where, sql, depth, enough=limit)
 
     def _filtered(
         self,
-        search: Callable[[str | None], pa.Table],
+        search: Callable[[str | None], S],
+        in_scope: Callable[[S, str], S],
         where: Filter,
         sql: str | None,
         depth: int,
         enough: int,
-    ) -> pa.Table:
+    ) -> S:
         """search(sql), which finds up to `depth` rows; at least `enough` of them if there are.
 
         Lance filters before a search of an index (prefilter) by building a mask of the
         matching rows: at 1,000,000 memories that took longer than the vector search itself,
-        and a third of the full-text search. So a scope is filtered here, after the search,
-        unless that leaves fewer than `enough` rows from a search that found `depth`: then the
-        scope is rarer than that, and it is searched again with the prefilter, as it will be
-        from then on. Any row of the scope better than the ones kept would have been found.
+        and a third of the full-text search (a quarter of it at 1,000). So a scope is filtered
+        here, after the search, unless that leaves fewer than `enough` rows from a search that
+        found `depth`: then the scope is rarer than that, and it is searched again with the
+        prefilter, as it will be from then on. Any row of the scope better than the ones kept
+        would have been found.
         """
         scope = where.scope
         only_scope = not where.tags and where.since is None and where.until is None
         if not (only_scope and scope and scope not in self._rare_scopes):
             return search(sql)
         found = search(None)
-        mine = found.filter(pc.equal(found["scope"], scope))
-        if mine.num_rows >= enough or found.num_rows < depth:
+        mine = in_scope(found, scope)
+        if len(mine) >= enough or len(found) < depth:
             return mine
         self._rare_scopes.add(scope)
         return search(sql)
