@@ -177,6 +177,8 @@ async def test_a_store_past_the_in_memory_limit_over_stdio(
         memory = Memory(open_store(settings), embedder, settings)
         texts = [f"Note {i}: the parcel {i} left depot {i % 9} on day {i}." for i in range(150)]
         memory.import_jsonl(json.dumps({"content": t}) for t in texts)
+        memory.store.upkeep_now()  # the vector index, before the server starts
+        assert "vector" in memory.store._indexed()
         memory.store.close()
     params = server_params()
     params.command, params.args = sys.executable, ["-c", PAST_THE_MIRROR]
