@@ -170,6 +170,20 @@ Scope = Annotated[
 ]
 
 
+class SubcogServer(MCPServer):
+    """MCPServer, on stdio through subcog.stdio's transport."""
+
+    async def run_stdio_async(self) -> None:
+        lowlevel = getattr(self, "_lowlevel_server", None)
+        if lowlevel is None:  # an SDK laid out otherwise: its own transport
+            await super().run_stdio_async()
+            return
+        from subcog.stdio import serve_stdio
+
+        async with serve_stdio() as (read_stream, write_stream):
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
 def build_server(settings: Settings | None = None, service: Service | None = None) -> MCPServer:
     settings = settings or Settings.from_env()
     service = service or Service(settings)
@@ -179,7 +193,7 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
         service.start()  # returns at once: the handshake never waits for the model
         yield
 
-    server = MCPServer(
+    server = SubcogServer(
         "subcog",
         version=__version__,
         instructions=INSTRUCTIONS,
