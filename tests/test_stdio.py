@@ -207,3 +207,27 @@ async def test_a_store_past_the_in_memory_limit_over_stdio(
         assert "vector" in store._indexed()
     finally:
         store.close()
+
+
+def test_requests_from_a_file_are_answered(tmp_path: Path) -> None:
+    """asyncio cannot watch a regular file: the SDK's own transport serves it instead."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        json.dumps(INITIALIZE)
+        + "\n"
+        + json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        + "\n"
+    )
+    with requests.open("rb") as stdin:
+        proc = subprocess.run(
+            [subcog_command(), "serve"],
+            stdin=stdin,
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env=dict(os.environ),
+        )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    first = json.loads(proc.stdout.splitlines()[0])
+    assert first["id"] == INITIALIZE["id"]
+    assert first["result"]["serverInfo"]["name"] == "subcog"
