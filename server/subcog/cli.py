@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
             format="%(asctime)s subcog %(levelname)s %(name)s: %(message)s",
         )
+        # filelock logs four DEBUG lines for every write's lock: noise, and slow under DEBUG.
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.getLogger("filelock").setLevel(logging.INFO)
         if command == "serve" and getattr(args, "transport", "stdio") == "http":
             from subcog.web import serve_http
 
