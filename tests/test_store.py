@@ -182,7 +182,9 @@ def test_with_a_vector_index_a_rare_scope_still_gets_its_own_nearest_memories(
     assert vector_index_deltas(memory) == ([302], 0)
 
     vector = memory.embedder.embed(["Where did the parcels leave from?"])[0]
-    lexical, semantic = memory.store.candidates("parcels depot", vector, 100, Filter("default"))
+    _, lexical, semantic = memory.store.candidates(
+        "parcels depot", lambda: vector, 100, Filter("default")
+    )
     assert len(semantic.ids()) == len(lexical.ids()) == LANCE_DEPTH  # not 100 past the mirror
     found = memory.recall("Where did the parcels leave from?", limit=5).memories
     assert len(found) == 5
