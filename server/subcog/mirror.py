@@ -13,7 +13,7 @@ to LanceDB and its vector index instead.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -52,7 +52,6 @@ class Block:
     vectors: npt.NDArray[np.float32]  # one unit-length row per memory
     created: npt.NDArray[np.int64]  # created_at, microseconds since the epoch
     _scopes: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict, repr=False)
-    _keys: dict[tuple[str, ...], int] | None = field(default=None, repr=False)
 
     @classmethod
     def read(cls, fragment: LanceFragment) -> Block:
@@ -107,22 +106,24 @@ class Block:
 
     def find(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         """The row with the key ("id", id) or ("text", scope, content_hash), if here."""
-        if self._keys is None:
-            keys: dict[tuple[str, ...], int] = {}
-            columns = zip(
-                self.rows["id"].to_pylist(),
-                self.rows["scope"].to_pylist(),
-                self.rows["content_hash"].to_pylist(),
-                strict=True,
-            )
-            for i, (memory_id, scope, digest) in enumerate(columns):
-                keys[("id", memory_id)] = keys[("text", scope, digest)] = i
-            self._keys = keys
-        found = self._keys.get(key)
-        if found is None:
-            return None
-        row: dict[str, Any] = self.rows.slice(found, 1).to_pylist()[0]
-        return row
+        hashes, order, columns = self._by_id if key[0] == "id" else self._by_text
+        wanted = hash(key[1:])
+        start = np.searchsorted(hashes, wanted, side="left")
+        end = np.searchsorted(hashes, wanted, side="right")
+        for i in order[start:end].tolist():  # more than one if hashes collide
+            row: dict[str, Any] = self.rows.slice(i, 1).to_pylist()[0]
+            if tuple(row[name] for name in columns) == key[1:]:
+                return row
+        return None
+
+    @cached_property
+    def _by_id(self) -> _Keys:
+        return _keys(zip(self.ids, strict=True), ("id",))
+
+    @cached_property
+    def _by_text(self) -> _Keys:
+        digests = self.rows["content_hash"].to_pylist()
+        return _keys(zip(self.scopes, digests, strict=True), ("scope", "content_hash"))
 
     def mask(
         self,
@@ -154,6 +155,18 @@ class Block:
             before = self.created <= micros(until)
             keep = before if keep is None else keep & before
         return keep
+
+
+# Keys of a block's rows, as their Python hashes sorted, the row of each, and the columns they
+# are made of. A lookup is a binary search, verified on the row: 32 bytes a row for both kinds,
+# where a dict of the keys took about 600 (60 MB at 100,000 memories).
+_Keys = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], tuple[str, ...]]
+
+
+def _keys(keys: Iterable[tuple[str, ...]], columns: tuple[str, ...]) -> _Keys:
+    hashes = np.fromiter(map(hash, keys), dtype=np.int64)
+    order = np.argsort(hashes, kind="stable")
+    return hashes[order], order, columns
 
 
 @dataclass(frozen=True)
