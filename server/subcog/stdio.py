@@ -8,17 +8,19 @@ benchmarks/README.md). The SDK's `stdio_server` is still used, with explicit str
 parsing and writing the messages.
 
 Like the SDK, it keeps stray output off the wire: while serving, fd 0 reads the null device and
-fd 1 writes to stderr, and the protocol runs on private duplicates of both. Where asyncio
-cannot watch the descriptors (a regular file as stdin, or Windows), the SDK's transport runs.
+fd 1 writes to stderr, and the protocol runs on private duplicates of both. Unless stdin and
+stdout are both pipes or sockets, as an MCP client connects them (a terminal, a file, or
+Windows), the SDK's transport runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from mcp.server.stdio import stdio_server
@@ -66,7 +68,7 @@ async def serve_stdio() -> AsyncIterator[Any]:
         async with stdio_server() as streams:
             yield streams
         return
-    reading, writing, writer, reader = pipes
+    reading, writing, writer, reader, blocking = pipes
     saved_in, saved_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -82,13 +84,32 @@ async def serve_stdio() -> AsyncIterator[Any]:
         os.close(saved_out)
         reading.close()
         writing.close()
+        # asyncio made the pipes non-blocking, a flag of the pipe that whoever started us
+        # may share: it is set back.
+        for fd, was_blocking in zip((0, 1), blocking, strict=True):
+            with suppress(OSError):
+                os.set_blocking(fd, was_blocking)
 
 
-async def _pipes() -> (
-    tuple[asyncio.ReadTransport, asyncio.WriteTransport, asyncio.StreamWriter, asyncio.StreamReader]
-    | None
-):
-    """asyncio transports on duplicates of fds 0 and 1; None if asyncio cannot watch them."""
+_Pipes = tuple[
+    asyncio.ReadTransport,
+    asyncio.WriteTransport,
+    asyncio.StreamWriter,
+    asyncio.StreamReader,
+    tuple[bool, bool],  # whether fds 0 and 1 were blocking
+]
+
+
+async def _pipes() -> _Pipes | None:
+    """asyncio transports on duplicates of fds 0 and 1; None unless both are pipes or sockets,
+    as an MCP client starts a server (a terminal or a file is left to the SDK's transport)."""
+    try:
+        modes = [os.fstat(fd).st_mode for fd in (0, 1)]
+        blocking = (os.get_blocking(0), os.get_blocking(1))
+    except OSError:
+        return None
+    if not all(stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) for mode in modes):
+        return None
     loop = asyncio.get_running_loop()
     stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     stdout = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -97,7 +118,7 @@ async def _pipes() -> (
         reading, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), stdin
         )
-    except ValueError:  # not a pipe, socket or character device: a regular file, say
+    except ValueError:
         stdin.close()
         stdout.close()
         return None
@@ -107,4 +128,4 @@ async def _pipes() -> (
         reading.close()
         stdout.close()
         return None
-    return reading, writing, asyncio.StreamWriter(writing, protocol, None, loop), reader
+    return reading, writing, asyncio.StreamWriter(writing, protocol, None, loop), reader, blocking
