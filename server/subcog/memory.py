@@ -156,7 +156,7 @@ class Memory:
             id=uuid.uuid4().hex,
             content=text,
             content_hash=content_hash(text),
-            vector=self.embedder.embed([text])[0],
+            vector=self.store.while_refreshing(lambda: self.embedder.embed([text])[0]),
             tags=tag_list,
             scope=where,
             metadata=json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
