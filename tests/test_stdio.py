@@ -19,7 +19,7 @@ from mcp.client.stdio import stdio_client
 from subcog.config import Settings
 from subcog.embedder import Embedder
 from subcog.memory import Memory, open_store
-from tests.servers import INITIALIZE, call, server_params, subcog_command
+from tests.servers import INITIALIZE, JsonRpc, call, server_params, subcog_command
 
 pytestmark = pytest.mark.anyio
 
@@ -231,3 +231,31 @@ def test_requests_from_a_file_are_answered(tmp_path: Path) -> None:
     first = json.loads(proc.stdout.splitlines()[0])
     assert first["id"] == INITIALIZE["id"]
     assert first["result"]["serverInfo"]["name"] == "subcog"
+
+
+# `subcog serve` with the stdio transport's line limit lowered from 64 MiB to 1,000 bytes.
+SHORT_LINES = (
+    "import sys, subcog.stdio as stdio; stdio.LINE_LIMIT = 1000; "
+    "from subcog.cli import main; sys.exit(main(['serve']))"
+)
+
+
+def test_a_line_over_the_limit_is_refused_and_the_server_goes_on() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", SHORT_LINES],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    ) as proc:
+        try:
+            rpc = JsonRpc(proc)
+            rpc.initialize()
+            assert proc.stdin is not None
+            proc.stdin.write(b'{"jsonrpc": "2.0", "id": 99, "method": "ping", "x": "' + b"a" * 5000)
+            proc.stdin.write(b'"}\n')
+            proc.stdin.flush()
+            assert rpc.wait(rpc.send("ping", {}))["result"] == {}
+            assert rpc.tool("recall", {"query": "anything at all"})["memories"] == []
+        finally:
+            proc.kill()
