@@ -207,6 +207,27 @@ SHELF = [
 ]
 
 
+def test_in_memory_a_rare_scope_still_gets_its_own_full_text_matches(memory: Memory) -> None:
+    # The in-memory copy's full-text search also filters the main scope after the search; a
+    # rare scope that the unfiltered search leaves empty is searched again with the filter.
+    notes = [f"Parcel {i} left depot {i % 9}." for i in range(120)]
+    assert memory.import_jsonl(json.dumps({"content": t}) for t in notes).added == 120
+    boat = memory.remember(
+        "After the regatta the club sent the spare propeller, a new anchor chain, two fenders "
+        "and a parcel of charts to the marina office.",
+        scope="boat",
+    )
+    store = memory.store
+    vector = memory.embedder.embed(["parcel"])[0]
+    _, lexical, _ = store.candidates("parcel", lambda: vector, 100, Filter("default"))
+    assert len(lexical.ids()) == 100
+    assert set(lexical.scopes()) == {"default"}
+    assert store._rare_scopes == set()
+    _, lexical, _ = store.candidates("parcel", lambda: vector, 100, Filter("boat"))
+    assert lexical.ids() == [boat.id]
+    assert store._rare_scopes == {"boat"}
+
+
 def shelf_memory(memory: Memory) -> Memory:
     lines = [
         json.dumps({"content": c, "tags": t, "scope": s, "created_at": at}) for c, t, s, at in SHELF

@@ -171,9 +171,6 @@ class Found:
             np.zeros(len(table)) if scores is None else scores.astype(np.float64),
         )
 
-    def __len__(self) -> int:
-        return len(self.scores)
-
     def ids(self) -> list[str]:
         ids: list[str] = self.table["id"].to_pylist()
         return ids
