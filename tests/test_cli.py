@@ -34,6 +34,19 @@ def test_cli_remember_recall_list_stats_and_forget(capsys: pytest.CaptureFixture
     assert found[0]["id"] == memory_id
     assert found[0]["tags"] == ["infra"]
 
+    code, out, _ = run(capsys, "recall", "--tag", "infra", "--since", "yesterday")
+    assert code == 0
+    assert out.split() == [
+        memory_id,
+        "[default]",
+        "The",
+        "build",
+        "server",
+        "is",
+        "called",
+        "hal9000.",
+    ]
+
     code, out, _ = run(capsys, "list", "--limit", "5")
     assert memory_id in out
 

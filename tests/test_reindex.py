@@ -72,7 +72,7 @@ def test_reindex_re_embeds_every_memory_and_resumes_after_an_interruption(
 
     partial = Store(settings.data_dir, settings.model, 384, check_model=False)
     with pytest.raises(KeyboardInterrupt):
-        partial.reindex(embedder.embed, batch_size=5, progress=interrupt)
+        partial.reindex(embedder.embed_memories, batch_size=5, progress=interrupt)
     with pytest.raises(ModelMismatch):
         open_memory(settings)  # not switched yet: the old model is still the store's
 

@@ -50,6 +50,27 @@ async def test_memory_survives_a_restart_and_forget_removes_it() -> None:
         assert stored["id"] not in [m["id"] for m in after["memories"]]
 
 
+async def test_recall_over_stdio_understands_the_question() -> None:
+    """Recall's paths through a real server: a paraphrase with a time in words, a listing by
+    filter alone, and an unrelated question answered with nothing."""
+    async with Client(stdio_client(server_params())) as client:
+        boss = await call(
+            client,
+            "remember",
+            content="The user's manager is Dana Kim, who runs the platform team.",
+            tags=["work"],
+        )
+        await call(client, "remember", content="The user is allergic to peanuts.")
+        found = await call(client, "recall", query="who's my boss?", since="yesterday")
+        assert found["memories"][0]["id"] == boss["id"]
+        assert set(found["memories"][0]) == {"id", "content", "score", "tags", "created_at"}
+        listed = await call(client, "recall", tags=["work"])
+        assert [m["id"] for m in listed["memories"]] == [boss["id"]]
+        nothing = await call(client, "recall", query="What's the capital of France?")
+        assert nothing["memories"] == []
+        assert nothing["note"]
+
+
 async def test_bad_input_over_stdio_is_a_tool_error() -> None:
     async with Client(stdio_client(server_params())) as client:
         result = await client.call_tool("forget", {"ids": ["x' OR '1'='1"]})
@@ -190,7 +211,7 @@ async def test_a_store_past_the_in_memory_limit_over_stdio(
         boat = await call(client, "remember", content=content, scope="boat")
         found = await call(client, "recall", query="Which depot did parcel 42 leave?", limit=3)
         assert found["memories"][0]["content"].startswith("Note 42:")
-        assert {m["scope"] for m in found["memories"]} == {"default"}
+        assert all("scope" not in m for m in found["memories"])  # the default scope
         # Every note is nearer this query than the boat's memory: searched unfiltered, the
         # boat scope would find nothing, so it is searched again with its filter first.
         query = "Which depot did the parcel leave from?"

@@ -182,13 +182,12 @@ def test_with_a_vector_index_a_rare_scope_still_gets_its_own_nearest_memories(
     assert vector_index_deltas(memory) == ([302], 0)
 
     vector = memory.embedder.embed(["Where did the parcels leave from?"])[0]
-    _, lexical, semantic = memory.store.candidates(
-        "parcels depot", lambda: vector, 100, Filter("default")
-    )
+    searched = memory.store.candidates("parcels depot", lambda: vector, 100, Filter("default"))
+    lexical, semantic = searched.lexical, searched.semantic
     assert len(semantic.ids()) == len(lexical.ids()) == LANCE_DEPTH  # not 100 past the mirror
     found = memory.recall("Where did the parcels leave from?", limit=5).memories
     assert len(found) == 5
-    assert all(m.scope == "default" for m in found)
+    assert all(m.scope is None for m in found)  # the default scope
     assert "default" not in memory.store._rare_scopes
     found = memory.recall("Where is the propeller kept?", limit=5, scope="boat").memories
     assert found[0].content == "The boat's spare propeller is in the garage loft."
@@ -219,11 +218,11 @@ def test_in_memory_a_rare_scope_still_gets_its_own_full_text_matches(memory: Mem
     )
     store = memory.store
     vector = memory.embedder.embed(["parcel"])[0]
-    _, lexical, _ = store.candidates("parcel", lambda: vector, 100, Filter("default"))
+    lexical = store.candidates("parcel", lambda: vector, 100, Filter("default")).lexical
     assert len(lexical.ids()) == 100
     assert set(lexical.scopes()) == {"default"}
     assert store._rare_scopes == set()
-    _, lexical, _ = store.candidates("parcel", lambda: vector, 100, Filter("boat"))
+    lexical = store.candidates("parcel", lambda: vector, 100, Filter("boat")).lexical
     assert lexical.ids() == [boat.id]
     assert store._rare_scopes == {"boat"}
 

@@ -33,7 +33,7 @@ async def test_tools_are_listed_with_annotations(client: Client) -> None:
     assert tools["forget"].annotations is not None
     assert tools["forget"].annotations.destructive_hint is True
     assert tools["remember"].annotations is not None
-    assert tools["remember"].annotations.destructive_hint is False
+    assert tools["remember"].annotations.destructive_hint is True  # supersedes deletes
     assert all(tool.output_schema for tool in tools.values())
     assert all(len(tool.description or "") < 120 for tool in tools.values())
 
@@ -51,7 +51,7 @@ async def test_remember_then_recall_finds_a_paraphrase(client: Client) -> None:
     assert best["id"] == stored["id"]
     assert best["content"] == "Our team standup is at 9:30 every weekday."
     assert 0.0 <= best["score"] <= 1.0
-    assert set(best) == {"id", "content", "score", "tags", "scope", "created_at", "metadata"}
+    assert set(best) == {"id", "content", "score", "created_at"}  # no tags, metadata or scope
 
 
 async def test_recall_results_are_best_first_with_scores_in_unit_range(client: Client) -> None:
@@ -175,12 +175,12 @@ async def test_forgotten_content_can_be_remembered_again(client: Client) -> None
         ("remember", {"content": "ok", "metadata": {"k": "v" * 5000}}, "the limit is 4096"),
         ("remember", {"content": "bad\x00byte"}, "NUL"),
         ("remember", {"content": 42}, "content"),
-        ("recall", {"query": ""}, "at least 1 character"),
-        ("recall", {"query": "   "}, "query is empty"),
+        ("recall", {"query": "x" * 5000}, "at most 2000 characters"),
         ("recall", {"query": "x", "limit": 0}, "greater than or equal to 1"),
         ("recall", {"query": "x", "limit": 1000}, "less than or equal to 50"),
-        ("recall", {"query": "x", "since": "last tuesday"}, "not an ISO-8601 date"),
-        ("recall", {"query": "x", "until": "2025-13-45"}, "not an ISO-8601 date"),
+        ("recall", {"query": "x", "since": "around teatime-ish"}, "not a time subcog can read"),
+        ("recall", {"query": "x", "until": "2025-13-45"}, "3 days ago"),
+        ("recall", {"query": "x", "since": "9999-12-31T23:59:59-14:00"}, "out of range"),
         ("recall", {"query": "x", "since": "2025-02-01", "until": "2025-01-01"}, "since is later"),
         ("recall", {"query": "x", "tags": ["a' OR 1=1 --"]}, "is not allowed"),
         ("recall", {"query": "x", "scope": "x' OR scope != '"}, "is not allowed"),
@@ -218,4 +218,9 @@ async def test_default_scope_comes_from_subcog_scope(
         stored = await call(client, "remember", content="Scoped by the environment.")
         assert stored["scope"] == "my-project"
         found = await call(client, "recall", query="scoped environment")
-        assert found["memories"][0]["scope"] == "my-project"
+        assert found["memories"][0]["id"] == stored["id"]
+        assert "scope" not in found["memories"][0]  # the default scope is not repeated
+        other = await call(client, "remember", content="Scoped apart.", scope="elsewhere")
+        found = await call(client, "recall", query="scoped apart", scope="*")
+        assert found["memories"][0] == {**found["memories"][0], "scope": "elsewhere"}
+        assert found["memories"][0]["id"] == other["id"]

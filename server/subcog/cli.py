@@ -56,12 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     sub["remember"].add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     sub["remember"].add_argument("--scope", help="namespace (default: SUBCOG_SCOPE or 'default')")
 
-    sub["recall"].add_argument("query")
+    sub["recall"].add_argument(
+        "query", nargs="?", default="", help="leave out to list what passes the filters"
+    )
     sub["recall"].add_argument("--limit", type=int, default=5, help="1 to 50 (default 5)")
     sub["recall"].add_argument("--tag", action="append", default=None, help="required tag")
     sub["recall"].add_argument("--scope", help="namespace, or '*' for all")
-    sub["recall"].add_argument("--since", help="ISO-8601 date or time")
-    sub["recall"].add_argument("--until", help="ISO-8601 date or time")
+    sub["recall"].add_argument("--since", help="ISO-8601, or words: yesterday, 3 days ago, 2026-11")
+    sub["recall"].add_argument("--until", help="as --since")
     sub["recall"].add_argument("--json", action="store_true", help="print JSON")
 
     sub["forget"].add_argument("ids", nargs="+", metavar="ID")
@@ -175,11 +177,15 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
             args.query, args.limit, args.tag, args.scope, args.since, args.until
         )
         if args.json:
-            _print_json(recalled.model_dump())
+            _print_json(recalled.model_dump(exclude_defaults=True))
         elif not recalled.memories:
             print("No memories found.")
+        elif recalled.note:
+            print(recalled.note, file=sys.stderr)
         for found in recalled.memories if not args.json else []:
-            print(f"{found.score:.3f}  {found.id}  [{found.scope}] {found.content}")
+            scope = found.scope or settings.default_scope
+            score = "" if found.score is None else f"{found.score:.3f}  "
+            print(f"{score}{found.id}  [{scope}] {found.content}")
     elif command == "forget":
         forgotten = memory.forget(args.ids)
         if forgotten.forgotten:

@@ -38,6 +38,15 @@ HF_REPO_DIR = "models--Qdrant--all-MiniLM-L6-v2-onnx"
 BUNDLE_REVISION = "subcog-offline-int8-1"
 # sentence-transformers truncates this model's input at 256 word pieces.
 TOKENIZER_CONFIG = {"model_max_length": 256, "pad_token": "[PAD]", "do_lower_case": True}
+# The model reads a text's first 256 word pieces ([CLS] and [SEP] included). A longer memory is
+# also embedded in later windows of as many pieces, each overlapping the one before by
+# WINDOW_OVERLAP, so that a fact near its end is found too (ranking scores a memory by its best
+# window). The overlap keeps a sentence cut by one window whole in the next.
+WINDOW_PIECES = 254
+WINDOW_OVERLAP = 64
+# Without the model's tokenizer file, a window is this many words (MiniLM averages about 1.3
+# word pieces per English word).
+WINDOW_WORDS = 180
 # Embedding this many texts at once spreads them over one single-threaded model per core
 # (at most MAX_WORKERS): 904 a second on 2 cores, against 468 with one model on 2 threads.
 PARALLEL_FROM = 16
@@ -212,6 +221,62 @@ class Embedder:
         self._single_threaded = single_threaded
         self._workers: list[Any] | None = None
         self._workers_lock = threading.Lock()
+        self._tokenizer_loaded: Any = None  # False: looked for, none
+
+    def embed_memories(
+        self, texts: Sequence[str]
+    ) -> tuple[npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]:
+        """Each text's vector, and the vectors of its later windows (none for a text the model
+        reads whole): every window of every text goes through `embed` in one call."""
+        import numpy as np
+
+        later = [self.windows(text)[1:] for text in texts]
+        flat = list(texts) + [window for windows in later for window in windows]
+        vectors = self.embed(flat)
+        chunks: list[npt.NDArray[np.float32]] = []
+        start = len(texts)
+        for windows in later:
+            chunks.append(vectors[start : start + len(windows)])
+            start += len(windows)
+        return np.ascontiguousarray(vectors[: len(texts)]), chunks
+
+    def windows(self, text: str) -> list[str]:
+        """The text cut into the overlapping windows the model reads whole; one window for most
+        memories. Cut at word-piece boundaries, so each window is the text as written."""
+        tokenizer = self._tokenizer()
+        if tokenizer is None:
+            words = text.split()
+            step = WINDOW_WORDS - WINDOW_WORDS * WINDOW_OVERLAP // WINDOW_PIECES
+            if len(words) <= WINDOW_WORDS:
+                return [text]
+            return [
+                " ".join(words[start : start + WINDOW_WORDS])
+                for start in range(0, len(words) - WINDOW_OVERLAP // 2, step)
+            ]
+        offsets = tokenizer.encode(text, add_special_tokens=False).offsets
+        if len(offsets) <= WINDOW_PIECES:
+            return [text]
+        step = WINDOW_PIECES - WINDOW_OVERLAP
+        found = []
+        for start in range(0, len(offsets) - WINDOW_OVERLAP, step):
+            end = min(start + WINDOW_PIECES, len(offsets))
+            found.append(text[offsets[start][0] : offsets[end - 1][1]])
+        return found
+
+    def _tokenizer(self) -> Any:
+        """The model's own tokenizer (the `tokenizers` package, which fastembed uses), without
+        truncation or padding; None when the model directory has no tokenizer.json."""
+        if self._tokenizer_loaded is None:
+            path = (self.int8 or self.source.location) / "tokenizer.json"
+            tokenizer: Any = False
+            if path.is_file():
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_file(str(path))
+                tokenizer.no_truncation()
+                tokenizer.no_padding()
+            self._tokenizer_loaded = tokenizer
+        return self._tokenizer_loaded or None
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         import numpy as np

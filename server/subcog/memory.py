@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from subcog.embedder import Embedder
-    from subcog.store import Filter, Row, Store
+    from subcog.store import Filter, Reference, Row, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,25 @@ class Remembered(BaseModel):
 class RecalledMemory(BaseModel):
     id: str
     content: str
-    score: float = Field(description=ranking.MEANING)
-    tags: list[str]
-    scope: str
+    score: float | None = Field(
+        default=None, description=ranking.MEANING + " Absent when no query was given."
+    )
+    tags: list[str] = Field(default_factory=list, description="Absent when there are none.")
+    scope: str | None = Field(default=None, description="Absent for the default scope.")
     created_at: str
-    metadata: dict[str, check.MetadataValue]
+    metadata: dict[str, check.MetadataValue] | None = Field(
+        default=None, description="Absent when empty."
+    )
 
 
 class Recalled(BaseModel):
-    memories: list[RecalledMemory] = Field(description="Best match first.")
-    note: str = Field(description="What the scores mean, or that nothing relevant was found.")
+    memories: list[RecalledMemory] = Field(
+        description="Best match first; newest first when no query was given."
+    )
+    note: str | None = Field(
+        default=None,
+        description="Only when the list is empty, or holds weaker matches because of filters.",
+    )
 
 
 class Match(BaseModel):
@@ -108,6 +117,11 @@ class Stats(BaseModel):
     model: str
     model_source: str
     disk_bytes: int
+
+
+# Memories shorter than this many characters cannot exceed the model's window (a word piece
+# has at least one character), so they have no later windows to embed.
+WINDOWED_FROM_CHARS = 255
 
 
 def content_hash(content: str) -> str:
@@ -152,15 +166,17 @@ class Memory:
         where = self._scope(scope)
         meta = check.check_metadata(metadata, settings.max_metadata_bytes)
         replacing = check.check_ids(supersedes, name="supersedes") if supersedes else []
+        vectors, windows = self.store.while_refreshing(lambda: self.embedder.embed_memories([text]))
         row = Row(
             id=uuid.uuid4().hex,
             content=text,
             content_hash=content_hash(text),
-            vector=self.store.while_refreshing(lambda: self.embedder.embed([text])[0]),
+            vector=vectors[0],
             tags=tag_list,
             scope=where,
             metadata=json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
             created_at=datetime.now(timezone.utc),
+            chunks=windows[0],
         )
         similar = self._similar(row, replacing)
         (existing,) = self.store.add_new([row], replacing=replacing)
@@ -214,26 +230,64 @@ class Memory:
 
     def recall(
         self,
-        query: str,
+        query: str | None = None,
         limit: int = 5,
         tags: Sequence[str] | None = None,
         scope: str | None = None,
         since: str | None = None,
         until: str | None = None,
     ) -> Recalled:
-        text = check.check_query(query)
+        """The memories that answer the query, best first, with calibrated scores.
+
+        Filters are intent: without a query they list what passes them, newest first; with a
+        query, filters that leave at most `limit` memories return them all, ranked; and when
+        nothing clears the relevance floor, the best of what passes them comes back with a note
+        saying so. Without filters, an empty list means nothing relevant is remembered."""
         top = check.check_limit(limit)
-        ranked = self._ranked(text, top, self._filter(tags, scope, since, until))
-        memories = [
-            RecalledMemory(score=round(c.score, 4), **_stored(c.row)) for c in ranked.results
-        ]
-        return Recalled(
-            memories=memories, note=ranking.MEANING if memories else ranking.NOTHING_FOUND
+        where = self._filter(tags, scope, since, until)
+        text = check.check_query(query, required=False)
+        narrowed = bool(tags or since or until or (scope not in (None, check.ALL_SCOPES)))
+        if not text:
+            rows = self.store.recent(where, top)
+            return Recalled(
+                memories=[self._recalled(row) for row in rows],
+                note=None if rows else ranking.NOTHING_PASSES,
+            )
+        few = narrowed and self.store.count_matching(where) <= top
+        candidates, reference = self._candidates(text, where)
+        total, unseen = reference.total, reference.unseen
+        ranked = ranking.rank(candidates, text, top, total, unseen, floor=not few)
+        note = None
+        if not ranked.results and narrowed and candidates:
+            ranked = ranking.rank(candidates, text, top, total, unseen, floor=False)
+            note = ranking.RELAXED
+        memories = [self._recalled(c.row, c.relevance) for c in ranked.results]
+        if not memories:
+            note = ranking.NOTHING_FOUND
+        return Recalled(memories=memories, note=note)
+
+    def _recalled(self, row: dict[str, Any], score: float | None = None) -> RecalledMemory:
+        """A result as the tool shows it: empty tags and metadata, and the default scope, left
+        out, so that a short answer stays short."""
+        stored = _stored(row)
+        return RecalledMemory(
+            id=stored["id"],
+            content=stored["content"],
+            score=None if score is None else round(score, 3),
+            tags=stored["tags"],
+            scope=None if stored["scope"] == self.settings.default_scope else stored["scope"],
+            created_at=stored["created_at"],
+            metadata=stored["metadata"] or None,
         )
 
     def _ranked(
         self, text: str, limit: int, where: Filter, diverse: bool = True
     ) -> ranking.Ranking:
+        candidates, reference = self._candidates(text, where)
+        return ranking.rank(candidates, text, limit, reference.total, reference.unseen, diverse)
+
+    def _candidates(self, text: str, where: Filter) -> tuple[list[ranking.Candidate], Reference]:
+        """Both searches' finds, each once, and the query's lexical reference."""
         started = time.perf_counter()
         embedding: list[float] = []
 
@@ -243,9 +297,10 @@ class Memory:
             embedding.append(time.perf_counter() - began)
             return vector
 
-        vector, lexical, semantic = self.store.candidates(text, embed, ranking.DEPTH, where)
+        searched = self.store.candidates(text, embed, ranking.WEIGHTS.depth, where)
+        vector, lexical, semantic = searched.vector, searched.lexical, searched.semantic
         found: dict[str, ranking.Candidate] = {}
-        lexical_cosines = lexical.vectors @ vector  # BM25-only finds need their cosine too
+        lexical_cosines = lexical.cosines(vector)  # BM25-only finds need their cosine too
         for search, cosines in ((semantic, semantic.scores), (lexical, lexical_cosines)):
             columns = zip(search.ids(), search.scopes(), search.created(), strict=True)
             for i, (memory_id, scope, created) in enumerate(columns):
@@ -260,14 +315,13 @@ class Memory:
                     )
         for memory_id, bm25 in zip(lexical.ids(), lexical.scores.tolist(), strict=True):
             found[memory_id].bm25 = bm25
-        result = ranking.rank(list(found.values()), text, limit, diverse=diverse)
         done = time.perf_counter()
         log.debug(  # the searches overlap the embedding: search_ms is the rest of the time
             "recall timing embed_ms=%.3f search_ms=%.3f",
             embedding[0] * 1000,
             (done - started - embedding[0]) * 1000,
         )
-        return result
+        return list(found.values()), searched.reference
 
     def forget(
         self,
@@ -310,8 +364,8 @@ class Memory:
         where = self._filter(tags, scope)
         if query is not None:
             text = check.check_query(query)
-            ranked = self._ranked(text, top, where, diverse=False).results
-            matches = [self._match(c.row, c.score) for c in ranked]
+            ranked = self._ranked(text, top, where, diverse=False)
+            matches = [self._match(c.row, c.relevance) for c in ranked.results]
         else:
             matches = [self._match(m) for m in self.list(scope or check.ALL_SCOPES, top, tags)]
         if dry_run is not False:
@@ -346,9 +400,11 @@ class Memory:
         embedding = ThreadPoolExecutor(1, thread_name_prefix="subcog-import")
         embedded: tuple[list[dict[str, Any]], Future[Any]] | None = None
 
-        def write(batch: list[dict[str, Any]], vectors: Any) -> None:
+        def write(batch: list[dict[str, Any]], embedded: Any) -> None:
+            vectors, windows = embedded
             rows = [
-                Row(vector=vector, **fields) for fields, vector in zip(batch, vectors, strict=True)
+                Row(vector=vector, chunks=chunks, **fields)
+                for fields, vector, chunks in zip(batch, vectors, windows, strict=True)
             ]
             results = self.store.add_new(rows)
             added = sum(result is None for result in results)
@@ -363,7 +419,13 @@ class Memory:
                 batch = pending.copy()
                 pending.clear()
                 texts = [fields["content"] for fields in batch]
-                ready, embedded = embedded, (batch, embedding.submit(self.embedder.embed, texts))
+                ready, embedded = (
+                    embedded,
+                    (
+                        batch,
+                        embedding.submit(self.embedder.embed_memories, texts),
+                    ),
+                )
             else:
                 ready, embedded = embedded, None
             if ready is not None:
@@ -408,6 +470,21 @@ class Memory:
             ),
             "created_at": created or datetime.now(timezone.utc),
         }
+
+    def backfill_windows(self, batch: int = 64) -> int:
+        """Embed the later windows of long memories stored by an earlier subcog, which searched
+        only their first 256 word pieces; returns how many memories were looked at. Safe to run
+        in several processes at once (they write the same vectors)."""
+        done = 0
+        while True:
+            todo = self.store.without_windows(WINDOWED_FROM_CHARS, batch)
+            if not todo:
+                return done
+            _, windows = self.embedder.embed_memories([content for _, content in todo])
+            self.store.set_windows(
+                {memory_id: chunks for (memory_id, _), chunks in zip(todo, windows, strict=True)}
+            )
+            done += len(todo)
 
     def export_jsonl(self) -> Iterator[str]:
         """Every memory as one JSON line, oldest first; `import_jsonl` reads them back."""
@@ -460,4 +537,5 @@ def reindex(settings: Settings, progress: Callable[[int, int], None] | None = No
     from subcog.embedder import load_embedder
 
     embedder = load_embedder(settings)
-    return open_store(settings, check_model=False).reindex(embedder.embed, progress=progress)
+    store = open_store(settings, check_model=False)
+    return store.reindex(embedder.embed_memories, progress=progress)

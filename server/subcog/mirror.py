@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from lance.fragment import DataFile, LanceFragment
 
 CACHE_HEADROOM = 1.25
+_NONE = np.zeros(0, dtype=np.int64)
+_NO_WINDOWS = np.zeros((0, 0), dtype=np.float32)
 ROW_COLUMNS = ["id", "content", "content_hash", "tags", "scope", "metadata", "created_at"]
 MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]  # a found row
 _EPOCH = datetime(1970, 1, 1)
@@ -51,11 +53,14 @@ class Block:
     rows: pa.Table  # ROW_COLUMNS
     vectors: npt.NDArray[np.float32]  # one unit-length row per memory
     created: npt.NDArray[np.int64]  # created_at, microseconds since the epoch
+    # The later windows of long memories (see embedder.py), and the row each belongs to.
+    windows: npt.NDArray[np.float32] = field(default_factory=lambda: _NO_WINDOWS, repr=False)
+    window_rows: npt.NDArray[np.int64] = field(default_factory=lambda: _NONE, repr=False)
     _scopes: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def read(cls, fragment: LanceFragment) -> Block:
-        table = fragment.to_table(columns=[*ROW_COLUMNS, "vector"], with_row_id=True)
+        table = fragment.to_table(columns=[*ROW_COLUMNS, "vector", "chunks"], with_row_id=True)
         # Without stable row ids (LanceDB's default) a row id is its address: the fragment id
         # in the high 32 bits, the row's offset in the fragment in the low 32.
         offsets = table["_rowid"].to_numpy().astype(np.int64) & 0xFFFFFFFF
@@ -82,13 +87,23 @@ class Block:
             start = end
         created = table["created_at"].combine_chunks().cast(pa.int64()).to_numpy()
         rows = pa.table({name: table[name] for name in ROW_COLUMNS})  # one schema for all
+        windows, window_rows = _windows(table["chunks"].combine_chunks(), vectors.shape[1])
         return cls(
             fragment,
             np.arange(len(table), dtype=np.int64) if offsets is None else offsets,
             rows.take(np.arange(len(rows))) if copy else rows,
             vectors,
             created,
+            windows,
+            window_rows,
         )
+
+    def cosines(self, vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Each row's cosine similarity to `vector`: its best window's, for a long memory."""
+        found: npt.NDArray[np.float32] = self.vectors @ vector
+        if len(self.window_rows):
+            np.maximum.at(found, self.window_rows, self.windows @ vector)
+        return found
 
     def __len__(self) -> int:
         return len(self.created)
@@ -155,6 +170,20 @@ class Block:
             before = self.created <= micros(until)
             keep = before if keep is None else keep & before
         return keep
+
+
+def _windows(
+    column: pa.ListArray, dimension: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The window vectors of a `chunks` column (a list of vectors per row; null or empty for
+    most rows) as one matrix, copied out of Arrow, and the row of each."""
+    counts = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    if not counts.any():
+        return _NO_WINDOWS, _NONE
+    values = pc.list_flatten(column)
+    matrix = np.empty((len(values), dimension), dtype=np.float32)
+    matrix[:] = values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), dimension)
+    return matrix, np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
 # Keys of a block's rows, as their Python hashes sorted, the row of each, and the columns they
@@ -225,7 +254,7 @@ class Snapshot:
         assert self.blocks is not None, "only a mirrored snapshot searches in memory"
         scores: list[npt.NDArray[np.float32]] = []
         for block in self.blocks:
-            found = block.vectors @ vector
+            found = block.cosines(vector)
             keep = block.mask(scope, tags, since, until)
             scores.append(found if keep is None else np.where(keep, found, -np.inf))
         every = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
@@ -259,8 +288,20 @@ class Snapshot:
             created[i] = block.created[at]
         return Hits(self.blocks, which, local, ids, scopes, created, vectors, scores)
 
-
-_NONE = np.zeros(0, dtype=np.int64)
+    def count(
+        self,
+        scope: str | None = None,
+        tags: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many rows pass the filter."""
+        assert self.blocks is not None, "only a mirrored snapshot counts in memory"
+        total = 0
+        for block in self.blocks:
+            keep = block.mask(scope, tags, since, until)
+            total += len(block) if keep is None else int(keep.sum())
+        return total
 
 
 @dataclass(frozen=True)
@@ -290,6 +331,19 @@ class Hits:
     def created(self) -> list[int]:
         created: list[int] = self.found_created.tolist()
         return created
+
+    def cosines(self, vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Each hit's cosine similarity to `vector`: its best window's, for a long memory."""
+        found: npt.NDArray[np.float32] = self.vectors @ vector
+        for index in np.unique(self.which).tolist():
+            block = self.blocks[index]
+            if not len(block.window_rows):
+                continue
+            best = np.full(len(block), -np.inf, dtype=np.float32)
+            np.maximum.at(best, block.window_rows, block.windows @ vector)
+            mine = self.which == index
+            found[mine] = np.maximum(found[mine], best[self.local[mine]])
+        return found
 
     def row(self, i: int) -> dict[str, Any]:
         block = self.blocks[int(self.which[i])]

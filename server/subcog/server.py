@@ -125,7 +125,21 @@ class Service:
                     f"({waited:.0f} s so far). Retry this call in a few seconds."
                 )
             self._memory = Memory(self.store.get(), self.embedder.get(), self.settings)
+            threading.Thread(
+                target=_backfill, args=(self._memory,), name="subcog-windows", daemon=True
+            ).start()
         return self._memory
+
+
+def _backfill(memory: Memory) -> None:
+    """Long memories stored by an earlier subcog get their later windows embedded."""
+    try:
+        done = memory.backfill_windows()
+    except Exception:
+        log.exception("embedding the windows of earlier long memories failed")
+        return
+    if done:
+        log.info("embedded the later windows of %d earlier memories", done)
 
 
 def _watched(store: "Store") -> "Store":
@@ -201,8 +215,12 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
     )
 
     @server.tool(
+        description="Store a memory; the same text in a scope is stored once. supersedes "
+        "deletes what it replaces.",
+        # Destructive: supersedes deletes the memories it names. Not idempotent for the same
+        # reason (a second call finds them gone).
         annotations=ToolAnnotations(
-            title="Remember", read_only_hint=False, destructive_hint=False, idempotent_hint=True
+            title="Remember", read_only_hint=False, destructive_hint=True, idempotent_hint=False
         ),
     )
     def remember(
@@ -229,22 +247,23 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
             ),
         ] = None,
     ) -> Annotated[CallToolResult, Remembered]:
-        """Store a memory. The same text in a scope is stored once; very similar ones are named."""
         with _tool_errors("remember"):
             return _result(service.memory().remember(content, tags, scope, metadata, supersedes))
 
     @server.tool(
+        description="Find memories by meaning and exact words, best first; score 0.6+ is "
+        "strong, 0.4-0.6 related.",
         annotations=ToolAnnotations(title="Recall", read_only_hint=True, open_world_hint=False),
     )
     def recall(
         query: Annotated[
             str,
             Field(
-                description="What to look for, in words.",
-                min_length=1,
+                description="What to look for, in words. Leave it out to list what passes the "
+                "filters, newest first.",
                 max_length=check.MAX_QUERY_CHARS,
             ),
-        ],
+        ] = "",
         limit: Annotated[
             int,
             Field(
@@ -260,13 +279,16 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
             Field(description='Namespace to search; "*" searches all. Omit for the default.'),
         ] = None,
         since: Annotated[
-            str | None, Field(description="Only memories created at or after this ISO-8601 time.")
+            str | None,
+            Field(
+                description="Only memories stored since then: ISO-8601 (2025-01-31) or words "
+                "(yesterday, last week, 3 days ago, 2026-11, Monday)."
+            ),
         ] = None,
         until: Annotated[
-            str | None, Field(description="Only memories created at or before this ISO-8601 time.")
+            str | None, Field(description="Only memories stored until then; as since.")
         ] = None,
     ) -> Annotated[CallToolResult, Recalled]:
-        """Find memories by meaning, best match first. Scores are cosine similarity, 0 to 1."""
         with _tool_errors("recall"):
             return _result(service.memory().recall(query, limit, tags, scope, since, until))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import heapq
 import logging
+import math
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import lancedb
 import numpy as np
@@ -43,7 +44,36 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TABLE = "memories"
-SCHEMA_VERSION = "1"
+# 2: the `chunks` column, the later windows of long memories (see embedder.py).
+SCHEMA_VERSION = "2"
+
+
+# The full-text index's analysis, which the query's tokens get too (lancedb.tokenize): English
+# words folded to ASCII, lowercased and stemmed, stop words removed. Identifiers split at
+# punctuation (ERR-4711 is "err" and "4711"), so they still match word for word.
+class Analysis(TypedDict):
+    base_tokenizer: str
+    language: str
+    lower_case: bool
+    stem: bool
+    remove_stop_words: bool
+    ascii_folding: bool
+    max_token_length: int
+
+
+WORDS: Analysis = {
+    "base_tokenizer": "simple",
+    "language": "English",
+    "lower_case": True,
+    "stem": True,
+    "remove_stop_words": True,
+    "ascii_folding": True,
+    "max_token_length": 40,
+}
+# Lance's BM25 gives one occurrence of a token at most (K1 + 1) times the token's idf, with
+# K1 = 1.2 (lance-index, scalar/inverted/scorer.rs). A token no memory holds is weighed at that
+# bound in a query's reference (see lexical_reference).
+BM25_MOST_PER_IDF = 2.2
 LOCK_TIMEOUT_S = 30.0
 # Every add or delete makes a LanceDB version and, for adds, a fragment. Compacting after this
 # many writes by one process keeps the table small and searches fast.
@@ -88,12 +118,16 @@ WORDS_UNINDEXED_SHARE = 0.01
 META_CACHE_BYTES = 32 * 2**20
 INDEX_CACHE_BYTES = 128 * 2**20
 VECTOR_INDEX_BYTES_PER_ROW = 768  # HNSW with scalar quantisation: 581-588 bytes a row measured
+BEST_SCORES_KEPT = 4096  # tokens in lexical_reference's cache
+BEST_SCORE_DRIFT = 0.1
 READ_ATTEMPTS = 5
 WRITE_ATTEMPTS = 8
 # LanceDB compresses strings by default; stored plainly, forgotten text can be shown to be gone
 # from every file by scanning the bytes (see README, "Forget means erased").
 PLAIN = {"lance-encoding:compression": "none"}
 NEXT_VECTOR = "vector_next"  # a reindex in progress writes the new model's vectors here
+NEXT_WINDOWS = "chunks_next"  # and the new model's windows here
+Embed = Callable[[list[str]], tuple[npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]]
 MODEL_MARK = ".model-changed"  # touched when a reindex switches the model
 
 
@@ -110,6 +144,7 @@ def schema(model: str, dimension: int) -> pa.Schema:
             pa.field("scope", pa.string(), nullable=False),
             pa.field("metadata", pa.string(), nullable=False, metadata=PLAIN),
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("chunks", windows_type(dimension), nullable=True),
         ],
         metadata={
             "subcog.model": model,
@@ -117,6 +152,11 @@ def schema(model: str, dimension: int) -> pa.Schema:
             "subcog.schema": SCHEMA_VERSION,
         },
     )
+
+
+def windows_type(dimension: int) -> pa.DataType:
+    """A memory's later windows: a list of vectors, empty (or null) for most memories."""
+    return pa.list_(pa.list_(pa.float32(), dimension))
 
 
 @dataclass(frozen=True)
@@ -127,6 +167,10 @@ class Filter:
     tags: Sequence[str] = ()  # all must be present
     since: datetime | None = None
     until: datetime | None = None
+
+    def narrows(self) -> bool:
+        """Whether the caller asked for a subset: a scope, tags or a time window."""
+        return bool(self.scope is not None or self.tags or self.since or self.until)
 
     def sql(self) -> str | None:
         parts: list[str] = []
@@ -159,17 +203,38 @@ class Found:
     table: pa.Table  # MEMORY_COLUMNS
     vectors: npt.NDArray[np.float32]
     scores: npt.NDArray[np.float64]
+    windows: list[npt.NDArray[np.float32] | None] = field(default_factory=list)
 
     @classmethod
     def of(cls, table: pa.Table, scores: npt.NDArray[Any] | None) -> Found:
-        """From a table with MEMORY_COLUMNS and the vectors; no scores yet when None."""
+        """From a table with MEMORY_COLUMNS, the vectors and the chunks; no scores yet when
+        None."""
         column = table["vector"].combine_chunks()
-        vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+        dimension = column.type.list_size
+        vectors = column.flatten().to_numpy().reshape(len(table), dimension)
+        windows: list[npt.NDArray[np.float32] | None] = [
+            None if not chunks else np.asarray(chunks, dtype=np.float32)
+            for chunks in table["chunks"].to_pylist()
+        ]
         return cls(
             table.select(MEMORY_COLUMNS),
             vectors.astype(np.float32, copy=False),
             np.zeros(len(table)) if scores is None else scores.astype(np.float64),
+            windows,
         )
+
+    def cosines(self, vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Each row's cosine similarity to `vector`: its best window's, for a long memory."""
+        found: npt.NDArray[np.float32] = self.vectors @ vector
+        for i, windows in enumerate(self.windows):
+            if windows is not None:
+                found[i] = max(found[i], float((windows @ vector).max()))
+        return found
+
+    def take(self, order: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> Found:
+        """These rows, in this order, with these scores."""
+        windows = [self.windows[i] for i in order.tolist()] if self.windows else []
+        return Found(self.table.take(order), self.vectors[order], scores, windows)
 
     def ids(self) -> list[str]:
         ids: list[str] = self.table["id"].to_pylist()
@@ -201,6 +266,24 @@ S = TypeVar("S", pa.Table, Hits)  # rows found by a search
 Results = Found | Hits  # the same methods, from LanceDB or from the mirror
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A query's lexical reference (Store.lexical_reference)."""
+
+    total: float
+    unseen: frozenset[str]  # the query's words (split at whitespace) that no memory holds
+
+
+@dataclass
+class Searched:
+    """What a recall's searches found, for ranking."""
+
+    vector: npt.NDArray[np.float32]  # the query's
+    lexical: Results  # the best by BM25, with their scores
+    semantic: Results  # the best by cosine similarity, with their cosines
+    reference: Reference
+
+
 @dataclass
 class Row:
     id: str
@@ -211,6 +294,7 @@ class Row:
     scope: str
     metadata: str
     created_at: datetime
+    chunks: npt.NDArray[np.float32] | None = None  # the later windows' vectors, if any
 
 
 # Stores still open. At exit they stop their upkeep first: a thread that is inside Lance when the
@@ -271,6 +355,8 @@ class Store:
     _model_mark: float = field(init=False, default=0.0)
     _bulk: bool = field(init=False, default=False)
     _mirror: Mirror = field(init=False, repr=False)
+    # token: (its best BM25, the version and row count it was read at); see _best_score
+    _best_scores: dict[str, tuple[float, int, int]] = field(init=False, default_factory=dict)
     # The full-text search runs here while the caller searches the vectors.
     _searches: ThreadPoolExecutor = field(init=False, repr=False)
 
@@ -299,10 +385,20 @@ class Store:
                 self._table.set_unenforced_primary_key("id")
             if self.check_model:
                 self._check_model()
+            self._upgrade()
             self._ensure_indexes()
         _OPEN.add(self)
         if self._erase_pending() is not None:
             self._upkeep_soon()  # a process that exited left forgotten rows to erase
+
+    def _upgrade(self) -> None:
+        """A store made by an earlier subcog gets what this one expects: the `chunks` column
+        (null until Memory.backfill_windows fills it). The caller holds the write lock."""
+        if "chunks" in self._table.schema.names:
+            return
+        self._table.add_columns(pa.field("chunks", windows_type(self.dimension), nullable=True))
+        self._update_meta({"subcog.schema": SCHEMA_VERSION})
+        log.info("upgraded the store in %s to schema %s", self.data_dir, SCHEMA_VERSION)
 
     def _indexed(self) -> set[str]:
         return {column for index in self._table.list_indices() for column in index.columns}
@@ -315,7 +411,7 @@ class Store:
         are searched too, unindexed, until upkeep folds them into the indexes."""
         indexed = self._indexed()
         if "content" not in indexed:
-            self._table.create_index("content", config=FTS())
+            self._table.create_index("content", config=FTS(**WORDS))
         for column in ("id", "content_hash"):
             if column not in indexed:
                 self._table.create_index(column, config=BTree())
@@ -442,31 +538,81 @@ class Store:
 
     def candidates(
         self, text: str, embed: Callable[[], npt.NDArray[np.float32]], depth: int, where: Filter
-    ) -> tuple[npt.NDArray[np.float32], Results, Results]:
-        """The query's vector (from `embed`), and the best `depth` memories by BM25 and by
-        cosine similarity, both over the filtered rows only, each with its vector; past the
-        in-memory copy, at most LANCE_DEPTH.
+    ) -> Searched:
+        """The query's vector (from `embed`), the best `depth` memories by BM25 and by cosine
+        similarity (past the in-memory copy, at most LANCE_DEPTH), both over the filtered rows
+        only, each with its vector, and the query's lexical reference (lexical_reference).
 
-        Both searches read one version of the table. The full-text search starts first, in
-        another thread, and runs while the query is embedded (ONNX Runtime and Lance both
-        release the GIL): at 1,000 memories, embedding and both searches took 3.8-3.9 ms so,
-        against 4.1-4.3 ms with the full-text search started after the embedding.
+        Both searches read one version of the table. The full-text searches start first, in
+        another thread, and run while the query is embedded (ONNX Runtime and Lance both
+        release the GIL), which hides them (benchmarks/README.md, "How recall ranks").
         """
         self._check_model_if_changed()
         sql = where.sql()
         embedded: list[npt.NDArray[np.float32]] = []  # once, however often the reads are tried
 
-        def run() -> tuple[Results, Results]:
+        def words(snapshot: Snapshot, depth: int) -> tuple[Results, Reference]:
+            return self._words(snapshot, text, depth, where, sql), self.lexical_reference(
+                text, snapshot
+            )
+
+        def run() -> Searched:
             snapshot = self._mirror.latest()
             deep = depth if snapshot.blocks is not None else min(depth, LANCE_DEPTH)
-            lexical = self._searches.submit(self._words, snapshot, text, deep, where, sql)
+            # One thread for the full-text searches, one for the model: two cores' worth.
+            lexical = self._searches.submit(words, snapshot, deep)
             if not embedded:
                 embedded.append(embed())
             semantic = self._vectors(snapshot, embedded[0], deep, where, sql)
-            return lexical.result(), semantic
+            found, reference = lexical.result()
+            return Searched(embedded[0], found, semantic, reference)
 
-        lexical, semantic = self._read("search", run)
-        return embedded[0], lexical, semantic
+        return self._read("search", run)
+
+    def lexical_reference(self, text: str, snapshot: Snapshot | None = None) -> Reference:
+        """What BM25 would give a memory that matched all of the query's information: the sum,
+        over the query's tokens (as the index analyses them), of the best score any memory
+        gets for the token alone; a token that no memory holds counts at the most one
+        occurrence of it could score (BM25_MOST_PER_IDF times its idf). A memory's BM25 over
+        this is the share of the query's information it matches: one common shared word
+        earns little, an identifier or every content word earns nearly all."""
+        snapshot = snapshot or self._read("reference", self._mirror.latest)
+        rows = snapshot.count() if snapshot.blocks is not None else snapshot.dataset.count_rows()
+        unseen = BM25_MOST_PER_IDF * math.log(1 + (rows + 0.5) / 0.5)
+        total = 0.0
+        missing: set[str] = set()
+        for word in text.split():  # the simple tokenizer never joins across whitespace
+            for token in lancedb.tokenize(word, **WORDS):
+                best = self._best_score(snapshot, rows, token.text)
+                total += best or unseen  # a repeated token counts again, as in BM25
+                if not best:
+                    missing.add(word)
+        return Reference(total, frozenset(missing))
+
+    def _best_score(self, snapshot: Snapshot, rows: int, token: str) -> float:
+        """The best BM25 any memory gets for this one token; 0 if none holds it.
+
+        One full-text search per token (half a millisecond), so the answers are kept: a token
+        some memory holds keeps its best score while the store stays within BEST_SCORE_DRIFT
+        of its size then (the score drifts little with it); that no memory holds a token is
+        asked again at every new version, since the next memory may hold it."""
+        kept = self._best_scores.get(token)
+        if kept is not None:
+            best, version, then = kept
+            if version == snapshot.version or (
+                best > 0 and abs(rows - then) <= BEST_SCORE_DRIFT * then
+            ):
+                return best
+        found = snapshot.dataset.to_table(
+            full_text_query={"query": token, "columns": ["content"]},
+            columns=["_score"],
+            limit=1,
+        )
+        best = float(found["_score"][0].as_py()) if found.num_rows else 0.0
+        if len(self._best_scores) >= BEST_SCORES_KEPT:
+            self._best_scores.clear()
+        self._best_scores[token] = (best, snapshot.version, rows)
+        return best
 
     def _words(
         self, snapshot: Snapshot, text: str, depth: int, where: Filter, sql: str | None
@@ -483,7 +629,7 @@ class Store:
         def search(where_sql: str | None) -> pa.Table:
             found: pa.Table = snapshot.dataset.to_table(
                 full_text_query={"query": text, "columns": ["content"]},
-                columns=[*MEMORY_COLUMNS, "vector", "_score"],
+                columns=[*MEMORY_COLUMNS, "vector", "chunks", "_score"],
                 filter=where_sql,
                 prefilter=True,
                 limit=depth,
@@ -505,11 +651,30 @@ class Store:
             return snapshot.nearest(
                 vector, limit, where.scope, where.tags, where.since, where.until
             )
-        # Ranked by the exact vectors, not the index's quantised distances.
-        found = Found.of(self._nearest(snapshot.dataset, vector, limit, where, sql), None)
-        exact = found.vectors @ vector  # unit vectors: the cosine
+        # Ranked by the exact vectors (the best window's, for a long memory), not the index's
+        # quantised distances.
+        nearest = self._nearest(snapshot.dataset, vector, limit, where, sql)
+        windows = self._nearest_windows(snapshot.dataset, vector, limit, sql)
+        both = pa.concat_tables([nearest.drop_columns("_distance"), windows])
+        _, first = np.unique(both["id"].to_numpy(zero_copy_only=False), return_index=True)
+        found = Found.of(both.take(np.sort(first)), None)
+        exact = found.cosines(vector)
         best = np.argsort(-exact, kind="stable")[:limit]
-        return Found(found.table.take(best), found.vectors[best], exact[best].astype(np.float64))
+        return found.take(best, exact[best].astype(np.float64))
+
+    def _nearest_windows(
+        self,
+        dataset: LanceDataset,
+        vector: npt.NDArray[np.float32],
+        limit: int,
+        sql: str | None,
+    ) -> pa.Table:
+        """The long memories whose later windows are nearest: an exact search of the `chunks`
+        column (Lance scores a list of vectors by its best one), which only long memories fill."""
+        nearest = {"column": "chunks", "q": vector, "k": limit, "metric": "cosine"}
+        columns = [*MEMORY_COLUMNS, "vector", "chunks", "_distance"]
+        found: pa.Table = dataset.to_table(columns, nearest=nearest, filter=sql, prefilter=True)
+        return found.drop_columns("_distance")
 
     def existing(self, ids: Sequence[str], snapshot: Snapshot | None = None) -> set[str]:
         """Which of these ids are stored, in `snapshot` or else the latest version."""
@@ -546,6 +711,52 @@ class Store:
 
     def count(self) -> int:
         return int(self._read("count", lambda: self._table.count_rows()))
+
+    def count_matching(self, where: Filter) -> int:
+        """How many memories pass the filter."""
+
+        def run() -> int:
+            snapshot = self._mirror.latest()
+            if snapshot.blocks is not None:
+                return snapshot.count(where.scope, where.tags, where.since, where.until)
+            return int(snapshot.dataset.count_rows(filter=where.sql()))
+
+        return self._read("count", run)
+
+    def without_windows(self, min_chars: int, limit: int) -> list[tuple[str, str]]:
+        """(id, content) of memories of at least `min_chars` characters whose windows were
+        never embedded (`chunks` is null): those stored by an earlier subcog."""
+        where = f"chunks IS NULL AND character_length(content) >= {int(min_chars)}"
+        found = self._scan("windows backlog", where, ["id", "content"], limit)
+        return list(zip(found["id"].to_pylist(), found["content"].to_pylist(), strict=True))
+
+    def set_windows(self, windows: dict[str, npt.NDArray[np.float32]]) -> None:
+        """Store the later windows' vectors of these memories (an empty array: none)."""
+        if not windows:
+            return
+        update = pa.table(
+            {"id": list(windows), "chunks": self._windows_column(list(windows.values()))},
+            schema=pa.schema(  # the id is the primary key: merge_insert needs it non-nullable
+                [
+                    pa.field("id", pa.string(), nullable=False),
+                    pa.field("chunks", windows_type(self.dimension)),
+                ]
+            ),
+        )
+        with self._locked():
+            self._write("windows", lambda: self._merge(update))
+        self._wrote()
+
+    def _merge(self, update: pa.Table) -> None:
+        self._table.merge_insert("id").when_matched_update_all().execute(update)
+
+    def _windows_column(self, windows: Sequence[npt.NDArray[np.float32] | None]) -> pa.Array:
+        counts = [0 if w is None else len(w) for w in windows]
+        kept = [w.reshape(-1, self.dimension) for w in windows if w is not None and len(w)]
+        flat = np.concatenate(kept).astype(np.float32).reshape(-1) if kept else np.zeros(0)
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), self.dimension)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        return pa.ListArray.from_arrays(offsets, vectors, type=windows_type(self.dimension))
 
     def scopes(self) -> dict[str, int]:
         scopes = self._scan("scopes", None, ["scope"], None)["scope"]
@@ -644,7 +855,7 @@ class Store:
                 "nprobes": NPROBES,
                 "ef": HNSW_EF,
             }
-            columns = [*MEMORY_COLUMNS, "vector", "_distance"]
+            columns = [*MEMORY_COLUMNS, "vector", "chunks", "_distance"]
             return dataset.to_table(columns, nearest=nearest, filter=where_sql, prefilter=True)
 
         return self._filtered(search, _in_scope, where, sql, depth, enough=limit)
@@ -728,6 +939,7 @@ class Store:
                 "scope": [row.scope for row in rows],
                 "metadata": [row.metadata for row in rows],
                 "created_at": [row.created_at for row in rows],
+                "chunks": self._windows_column([row.chunks for row in rows]),
             },
             schema=schema,
         )
@@ -736,7 +948,7 @@ class Store:
 
     def reindex(
         self,
-        embed: Callable[[list[str]], npt.NDArray[np.float32]],
+        embed: Embed,
         batch_size: int = 256,
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
@@ -757,11 +969,17 @@ class Store:
             if done and NEXT_VECTOR not in names:
                 return 0
             if NEXT_VECTOR in names and meta.get("subcog.reindex_to") != self.model:
-                self._table.drop_columns([NEXT_VECTOR])  # left by a reindex to another model
+                # left by a reindex to another model
+                self._table.drop_columns([c for c in (NEXT_VECTOR, NEXT_WINDOWS) if c in names])
                 names = self._table.schema.names
             if NEXT_VECTOR not in names:
                 next_type = pa.list_(pa.float32(), self.dimension)
-                self._table.add_columns(pa.field(NEXT_VECTOR, next_type, nullable=True))
+                self._table.add_columns(
+                    [
+                        pa.field(NEXT_VECTOR, next_type, nullable=True),
+                        pa.field(NEXT_WINDOWS, windows_type(self.dimension), nullable=True),
+                    ]
+                )
                 self._update_meta({"subcog.reindex_to": self.model})
         total = int(self._table.count_rows())
         while self._fill_next(embed, batch_size, total, progress, locked=False):
@@ -772,8 +990,11 @@ class Store:
             for index in self._table.list_indices():
                 if index.columns == ["vector"]:
                     self._table.drop_index(index.name)
-            self._table.drop_columns(["vector"])
-            self._table.alter_columns({"path": NEXT_VECTOR, "rename": "vector"})
+            self._table.drop_columns(["vector", "chunks"])
+            self._table.alter_columns(
+                {"path": NEXT_VECTOR, "rename": "vector"},
+                {"path": NEXT_WINDOWS, "rename": "chunks"},
+            )
             self._update_meta(
                 {
                     "subcog.model": self.model,
@@ -788,7 +1009,7 @@ class Store:
 
     def _fill_next(
         self,
-        embed: Callable[[list[str]], npt.NDArray[np.float32]],
+        embed: Embed,
         batch_size: int,
         total: int,
         progress: Callable[[int, int], None] | None,
@@ -798,30 +1019,30 @@ class Store:
         todo = self._scan("reindex", f"{NEXT_VECTOR} IS NULL", ["id", "content"], batch_size)
         if todo.num_rows == 0:
             return False
-        vectors = embed(todo["content"].to_pylist()).astype(np.float32).reshape(-1)
+        vectors, windows = embed(todo["content"].to_pylist())
+        flat = vectors.astype(np.float32).reshape(-1)
         update = pa.table(
             {
                 "id": todo["id"],
-                NEXT_VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors), self.dimension),
+                NEXT_VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dimension),
+                NEXT_WINDOWS: self._windows_column(windows),
             },
             schema=pa.schema(  # the id is the primary key: merge_insert needs it non-nullable
                 [
                     pa.field("id", pa.string(), nullable=False),
                     pa.field(NEXT_VECTOR, pa.list_(pa.float32(), self.dimension)),
+                    pa.field(NEXT_WINDOWS, windows_type(self.dimension)),
                 ]
             ),
         )
         if locked:
-            self._write("reindex", lambda: self._merge_next(update))
+            self._write("reindex", lambda: self._merge(update))
         else:
             with self._locked():
-                self._write("reindex", lambda: self._merge_next(update))
+                self._write("reindex", lambda: self._merge(update))
         if progress:
             progress(todo.num_rows, total)
         return True
-
-    def _merge_next(self, update: pa.Table) -> None:
-        self._table.merge_insert("id").when_matched_update_all().execute(update)
 
     def _update_meta(self, values: dict[str, str | None]) -> None:
         import lance
@@ -958,7 +1179,7 @@ class Store:
         import lance
 
         if rebuild_words:
-            self._table.create_index("content", config=FTS(), replace=True)
+            self._table.create_index("content", config=FTS(**WORDS), replace=True)
         due = [
             index.name
             for index in self._table.list_indices()

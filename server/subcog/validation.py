@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from subcog.errors import InvalidInput
 
@@ -46,7 +46,10 @@ def normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def check_query(query: object) -> str:
+def check_query(query: object, required: bool = True) -> str:
+    """The query; "" when it may be left out (recall with filters only) and was."""
+    if not required and (query is None or (isinstance(query, str) and not query.strip())):
+        return ""
     if not isinstance(query, str) or not query.strip():
         raise InvalidInput("query is empty. Describe what you are looking for in words.")
     if len(query) > MAX_QUERY_CHARS:
@@ -146,27 +149,137 @@ def check_time(name: str, value: object) -> datetime | None:
         raise InvalidInput(
             f"{name} must be an ISO-8601 date or time, e.g. 2025-01-31 or 2025-01-31T09:30:00Z."
         )
-    text = value.strip()
+    parsed = _iso(value.strip())
+    if parsed is None:
+        raise InvalidInput(
+            f"{name}={value[:40]!r} is not an ISO-8601 date or time; use e.g. 2025-01-31 "
+            "or 2025-01-31T09:30:00Z."
+        )
+    return _utc(name, value, parsed)
+
+
+def _iso(text: str) -> datetime | None:
+    """An ISO-8601 date or date-time (a bare date is its midnight, in UTC); None if not one."""
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            parsed = datetime(day.year, day.month, day.day)
-        else:
-            parsed = datetime.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _utc(name: str, value: str, moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
         raise InvalidInput(
-            f"{name}={value[:40]!r} is not an ISO-8601 date or time; use e.g. 2025-01-31 "
-            "or 2025-01-31T09:30:00Z."
+            f"{name}={value[:40]!r} is out of range; use a time between the years 1 and 9999."
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
-def check_window(since: object, until: object) -> tuple[datetime | None, datetime | None]:
-    start, end = check_time("since", since), check_time("until", until)
+WHEN_FORMS = (
+    "an ISO-8601 date or time (2025-01-31, 2025-01-31T09:30:00Z), a month (2026-11), or words "
+    "such as yesterday, today, last week, last month, 3 days ago, past 7 days, Monday"
+)
+# Words that only say which side of the window a time is on: "since Monday" is Monday.
+_SIDE = re.compile(r"^(since|after|from|until|till|before|up to|by)\s+", re.IGNORECASE)
+# "past 7 days", "in the last 3 weeks", "last 24 hours": a rolling window, which dateparser reads
+# as "7 days ago". A plain "last week" or "last month" is the calendar's.
+_ROLLING = re.compile(
+    r"^(?P<lead>(?:in|over|during|within)\s+(?:the\s+)?|the\s+)?(?P<word>last|past)\s+"
+    r"(?P<count>\d+|a|an|one)?\s*(?P<unit>minute|hour|day|week|month|year)s?$",
+    re.IGNORECASE,
+)
+# Phrases that name an instant rather than a day, week, month or year.
+_INSTANT = re.compile(
+    r"\b(hours?|minutes?|mins?|seconds?|secs?|now|noon|midnight)\b|\d\s*[ap]\.?m\b|\d:\d",
+    re.IGNORECASE,
+)
+_COUNTED = re.compile(r"\bago\b|\d+\s*(d|w|days?|weeks?|months?|years?)\b", re.IGNORECASE)
+
+
+def check_when(
+    name: str, value: object, end: bool = False, now: datetime | None = None
+) -> datetime | None:
+    """since or until: an ISO-8601 date or time, or a time in words ("yesterday", "last week",
+    "3 days ago", "2026-11", "since Monday"), read in the local time zone. A day, week, month or
+    year stands for its start as `since` and its end as `until` (end=True)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{name} must be a string: {WHEN_FORMS}.")
+    text = _SIDE.sub("", value.strip()).strip()
+    exact = _iso(text)
+    if exact is not None:
+        if len(text) == 10 and end:  # a bare date: its whole day
+            exact += timedelta(days=1, microseconds=-1)
+        return _utc(name, value, exact)
+    moment, period = _words(name, value, text, now)
+    return _utc(name, value, _bound(moment, period, end))
+
+
+def _words(name: str, value: str, text: str, now: datetime | None) -> tuple[datetime, str]:
+    """dateparser's reading of a time in words, and the span it names: instant, day, week,
+    month or year."""
+    rolling = _ROLLING.match(text)
+    if rolling and not (rolling["count"] or rolling["lead"] or rolling["word"].lower() == "past"):
+        rolling = None
+    if rolling:
+        count = rolling["count"] or "1"
+        text = f"{1 if count.lower() in ('a', 'an', 'one') else count} {rolling['unit']}s ago"
+    from dateparser.date import DateDataParser
+
+    settings: dict[str, object] = {
+        "PREFER_DATES_FROM": "past",
+        "RETURN_AS_TIMEZONE_AWARE": True,
+        "PREFER_DAY_OF_MONTH": "first",
+    }
+    if now is not None:
+        settings["RELATIVE_BASE"] = now.astimezone().replace(tzinfo=None)
+    try:
+        found = DateDataParser(languages=["en"], settings=settings).get_date_data(text)
+    except (ValueError, OverflowError):
+        found = None
+    if found is None or found.date_obj is None:
+        raise InvalidInput(
+            f"{name}={value[:40]!r} is not a time subcog can read; use {WHEN_FORMS}."
+        )
+    moment: datetime = found.date_obj
+    if rolling or _INSTANT.search(text):
+        return moment, "instant"
+    if _COUNTED.search(text):
+        return moment, "day"
+    return moment, found.period or "day"
+
+
+def _bound(moment: datetime, period: str, end: bool) -> datetime:
+    """The start (or, with end, the last microsecond) of the period holding the moment."""
+    if period == "instant":
+        return moment
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        after = start + timedelta(days=7)
+    elif period == "month":
+        start = day.replace(day=1)
+        after = (start + timedelta(days=32)).replace(day=1)
+    elif period == "year":
+        start = day.replace(month=1, day=1)
+        after = start.replace(year=start.year + 1)
+    else:
+        start, after = day, day + timedelta(days=1)
+    return after - timedelta(microseconds=1) if end else start
+
+
+def check_window(
+    since: object, until: object, now: datetime | None = None
+) -> tuple[datetime | None, datetime | None]:
+    start = check_when("since", since, now=now)
+    end = check_when("until", until, end=True, now=now)
     if start is not None and end is not None and start > end:
         raise InvalidInput("since is later than until; swap them or drop one.")
     return start, end
