@@ -25,6 +25,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from subcog.analysis import Holders, holders
+
 if TYPE_CHECKING:
     from lance import LanceDataset
     from lance.fragment import DataFile, LanceFragment
@@ -56,6 +58,8 @@ class Block:
     # The later windows of long memories (see embedder.py), and the row each belongs to.
     windows: npt.NDArray[np.float32] = field(default_factory=lambda: _NO_WINDOWS, repr=False)
     window_rows: npt.NDArray[np.int64] = field(default_factory=lambda: _NONE, repr=False)
+    # How many rows hold each token of the full-text analysis; None until counted (see Mirror).
+    holders: Holders | None = field(default=None, repr=False)
     _scopes: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -65,6 +69,12 @@ class Block:
         # in the high 32 bits, the row's offset in the fragment in the low 32.
         offsets = table["_rowid"].to_numpy().astype(np.int64) & 0xFFFFFFFF
         return cls.of(table, fragment.fragment_id, offsets, copy=True)
+
+    def counted(self) -> Block:
+        """This block, with its tokens counted (20 to 50 us a row)."""
+        if self.holders is None:
+            self.holders = holders(self.rows["content"].to_pylist())
+        return self
 
     @classmethod
     def of(
@@ -288,6 +298,25 @@ class Snapshot:
             created[i] = block.created[at]
         return Hits(self.blocks, which, local, ids, scopes, created, vectors, scores)
 
+    def holders(self, tokens: Iterable[str]) -> Holders | None:
+        """Which rows hold these tokens (and every row's length); None when the rows' tokens
+        are not counted."""
+        if self.blocks is None or any(block.holders is None for block in self.blocks):
+            return None
+        wanted = set(tokens)
+        found = Holders()
+        for block in self.blocks:
+            counted = block.holders
+            assert counted is not None
+            found.texts += counted.texts
+            found.length += counted.length
+            for token in wanted & counted.shortest.keys():
+                found.count[token] += counted.count[token]
+                found.shortest[token] = min(
+                    counted.shortest[token], found.shortest.get(token, counted.shortest[token])
+                )
+        return found
+
     def count(
         self,
         scope: str | None = None,
@@ -373,10 +402,17 @@ class Mirror:
     """The latest snapshot of one Lance dataset, kept in step by reading what changed."""
 
     def __init__(
-        self, uri: Path, max_rows: int, cache_bytes: Callable[[int], tuple[int, int]]
+        self,
+        uri: Path,
+        max_rows: int,
+        cache_bytes: Callable[[int], tuple[int, int]],
+        counted_rows: int = 0,
     ) -> None:
         self._uri = uri
         self.max_rows = max_rows
+        # Up to this many rows, each block also counts its rows' tokens (Snapshot.holders),
+        # which the lexical reference needs; past it, each query asks the full-text index.
+        self.counted_rows = counted_rows
         # Lance's index and metadata caches for a table of so many rows, each bounded. The
         # dataset is opened again with bigger ones once the table has outgrown what they were
         # sized for (with CACHE_HEADROOM to spare, so that this is rare).
@@ -413,6 +449,8 @@ class Mirror:
                 for fragment in fragments:
                     key = _key(fragment)
                     kept[key] = self._blocks.get(key) or Block.read(fragment)
+                    if rows <= self.counted_rows:
+                        kept[key].counted()
                 blocks = tuple(block for block in kept.values() if len(block))
             self._blocks = kept
             pinned = head.checkout_version(head.version)
@@ -432,7 +470,10 @@ class Mirror:
             known = {block.fragment for block in self._blocks.values()}
             new = [f for f in written.get_fragments() if f.fragment_id not in known]
             if len(new) == 1 and new[0].metadata.num_rows == table.num_rows:
-                self._blocks[_key(new[0])] = Block.of(table, new[0].fragment_id)
+                block = Block.of(table, new[0].fragment_id)
+                if snapshot.count() < self.counted_rows:
+                    block.counted()
+                self._blocks[_key(new[0])] = block
 
     def forget(self) -> None:
         """Drop the copy: the next read builds it again (after the vectors were replaced)."""

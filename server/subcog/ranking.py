@@ -154,13 +154,15 @@ def rank(
         return Ranking([], False)
     words = _identifiers(query)
     exact = [identifier for _, identifier in words]
-    absent = any(word in unseen for word, _ in words)
+    held = False
     for c in candidates:
         c.lexical = min(1.0, c.bm25 / reference) if reference > 0 else 0.0
         c.score = max(0.0, c.cosine) + weights.lexical * c.lexical**weights.lexical_power
         if exact and c.bm25 > 0 and _holds(c.row["content"], exact):
             c.score += weights.exact
-        if absent:
+            held = True
+    if not held and any(word in unseen for word, _ in words):  # asked about, nowhere held
+        for c in candidates:
             c.score *= weights.absent
     _add_context(candidates, weights)
     ordered = _newer_first(sorted(candidates, key=lambda c: c.score, reverse=True), weights)

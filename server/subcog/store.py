@@ -23,7 +23,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -34,6 +34,7 @@ from filelock import FileLock, Timeout
 from lancedb.expr import col, lit
 from lancedb.index import FTS, Bitmap, BTree, HnswSq
 
+from subcog.analysis import WORDS, tokens
 from subcog.errors import MissingIds, ModelMismatch, StoreBusy, SubcogError
 from subcog.mirror import MEMORY_COLUMNS, Hits, Mirror, Snapshot
 
@@ -48,32 +49,18 @@ TABLE = "memories"
 SCHEMA_VERSION = "2"
 
 
-# The full-text index's analysis, which the query's tokens get too (lancedb.tokenize): English
-# words folded to ASCII, lowercased and stemmed, stop words removed. Identifiers split at
-# punctuation (ERR-4711 is "err" and "4711"), so they still match word for word.
-class Analysis(TypedDict):
-    base_tokenizer: str
-    language: str
-    lower_case: bool
-    stem: bool
-    remove_stop_words: bool
-    ascii_folding: bool
-    max_token_length: int
-
-
-WORDS: Analysis = {
-    "base_tokenizer": "simple",
-    "language": "English",
-    "lower_case": True,
-    "stem": True,
-    "remove_stop_words": True,
-    "ascii_folding": True,
-    "max_token_length": 40,
-}
 # Lance's BM25 gives one occurrence of a token at most (K1 + 1) times the token's idf, with
 # K1 = 1.2 (lance-index, scalar/inverted/scorer.rs). A token no memory holds is weighed at that
 # bound in a query's reference (see lexical_reference).
 BM25_MOST_PER_IDF = 2.2
+# Lance's BM25 constants (K1 as above): a token some memory holds is weighed at what it earns in
+# the shortest memory holding it, as if it occurred there once (see _best_score, which asks the
+# index the same past COUNTED_ROWS).
+BM25_K1, BM25_B = 1.2, 0.75
+# Up to this many memories, the in-memory copy counts which memories hold each token, so a
+# query's reference costs no search; counting a 4,096-row fragment that compaction rewrote
+# takes 0.1 to 0.2 s, which upkeep pays, not a tool call (see upkeep).
+COUNTED_ROWS = 5_000
 LOCK_TIMEOUT_S = 30.0
 # Every add or delete makes a LanceDB version and, for adds, a fragment. Compacting after this
 # many writes by one process keeps the table small and searches fast.
@@ -324,6 +311,11 @@ def _retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def _idf(rows: int, holders: int) -> float:
+    """Lance's BM25 idf of a token that `holders` of `rows` memories hold."""
+    return math.log(1 + (rows - holders + 0.5) / (holders + 0.5))
+
+
 def _append(base: LanceDataset, data: pa.Table) -> LanceDataset:
     """Commit `data` as one new fragment after `base`'s version; the dataset at the commit.
 
@@ -374,7 +366,7 @@ class Store:
             ),
         )
         # Reads go through the mirror's Lance dataset, searches of the vector index too.
-        self._mirror = Mirror(self._uri, MIRROR_ROWS, self._cache_bytes)
+        self._mirror = Mirror(self._uri, MIRROR_ROWS, self._cache_bytes, COUNTED_ROWS)
         self._later = Later(self.upkeep, "subcog-upkeep")
         self._searches = ThreadPoolExecutor(max_workers=2, thread_name_prefix="subcog-search")
         with self._locked():
@@ -571,20 +563,31 @@ class Store:
 
     def lexical_reference(self, text: str, snapshot: Snapshot | None = None) -> Reference:
         """What BM25 would give a memory that matched all of the query's information: the sum,
-        over the query's tokens (as the index analyses them), of the best score any memory
-        gets for the token alone; a token that no memory holds counts at the most one
-        occurrence of it could score (BM25_MOST_PER_IDF times its idf). A memory's BM25 over
-        this is the share of the query's information it matches: one common shared word
-        earns little, an identifier or every content word earns nearly all."""
+        over the query's tokens (as the index analyses them; a repeated token counts again, as
+        in BM25), of what the token earns in the shortest memory that holds it; a token that
+        no memory holds counts at the most one occurrence of it could score (BM25_MOST_PER_IDF
+        times its idf). A memory's BM25 over this is the share of the query's information it
+        matches: one common shared word earns little, an identifier or every content word
+        earns nearly all."""
         snapshot = snapshot or self._read("reference", self._mirror.latest)
         rows = snapshot.count() if snapshot.blocks is not None else snapshot.dataset.count_rows()
-        unseen = BM25_MOST_PER_IDF * math.log(1 + (rows + 0.5) / 0.5)
+        words = [(word, tokens(word)) for word in text.split()]  # no token spans whitespace
+        held = snapshot.holders(token for _, found in words for token in found)
         total = 0.0
         missing: set[str] = set()
-        for word in text.split():  # the simple tokenizer never joins across whitespace
-            for token in lancedb.tokenize(word, **WORDS):
-                best = self._best_score(snapshot, rows, token.text)
-                total += best or unseen  # a repeated token counts again, as in BM25
+        for word, found in words:
+            for token in found:
+                if held is None:
+                    best = self._best_score(snapshot, rows, token)
+                elif held.count[token]:
+                    average = held.length / max(1, held.texts)
+                    weight = (BM25_K1 + 1) / (
+                        1 + BM25_K1 * (1 - BM25_B + BM25_B * held.shortest[token] / average)
+                    )
+                    best = weight * _idf(rows, held.count[token])
+                else:
+                    best = 0.0
+                total += best or BM25_MOST_PER_IDF * _idf(rows, 0)
                 if not best:
                     missing.add(word)
         return Reference(total, frozenset(missing))
@@ -592,10 +595,12 @@ class Store:
     def _best_score(self, snapshot: Snapshot, rows: int, token: str) -> float:
         """The best BM25 any memory gets for this one token; 0 if none holds it.
 
-        One full-text search per token (half a millisecond), so the answers are kept: a token
-        some memory holds keeps its best score while the store stays within BEST_SCORE_DRIFT
-        of its size then (the score drifts little with it); that no memory holds a token is
-        asked again at every new version, since the next memory may hold it."""
+        One search of the full-text index per token (half a millisecond), so the answers are
+        kept: a token some memory holds keeps its best score while the store stays within
+        BEST_SCORE_DRIFT of its size then (the score drifts little with it); that no memory
+        holds a token is asked again at every new version, since the next memory may hold it.
+        Rows not yet folded into the index are not searched here (each search would read them
+        whole): until upkeep folds them, a few seconds, their words count as unseen."""
         kept = self._best_scores.get(token)
         if kept is not None:
             best, version, then = kept
@@ -603,10 +608,11 @@ class Store:
                 best > 0 and abs(rows - then) <= BEST_SCORE_DRIFT * then
             ):
                 return best
-        found = snapshot.dataset.to_table(
-            full_text_query={"query": token, "columns": ["content"]},
+        found = snapshot.dataset.to_table(  # the index only: rows not yet folded into it
+            full_text_query={"query": token, "columns": ["content"]},  # would be read whole
             columns=["_score"],
             limit=1,
+            fast_search=True,
         )
         best = float(found["_score"][0].as_py()) if found.num_rows else 0.0
         if len(self._best_scores) >= BEST_SCORES_KEPT:
@@ -1125,6 +1131,8 @@ class Store:
             if erasing is not None or rewrote:
                 # The versions (and files) this pass replaced are dropped once old enough.
                 self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
+            if rewrote:  # the in-memory copy reads (and counts) the new fragments here, not in
+                self._read("refresh", self._mirror.latest)  # the next tool call
             return True
         except Exception:
             log.exception("store upkeep failed; it will be tried again later")
