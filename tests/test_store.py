@@ -347,3 +347,15 @@ def test_a_big_full_text_index_takes_new_rows_in_bulk_and_still_finds_them(
         memory.remember(f"Shelf {i} of the garage holds paint tins.")
     assert memory.store.upkeep()
     assert unindexed() == 0
+
+
+def test_the_lexical_reference_weighs_rare_and_unseen_words_most(memory: Memory) -> None:
+    memory.remember("ERR-4711 means the card issuer declined the payment.")
+    for n in range(20):
+        memory.remember(f"Note {n}: the payment run finished on time.")
+    reference = memory.store.lexical_reference
+    assert "ERR-4711" not in reference("What does ERR-4711 mean?").unseen
+    assert "ERR-9999" in reference("What does ERR-9999 mean?").unseen  # "does" is, too
+    assert reference("payment").total < reference("issuer").total < reference("zebra").total
+    assert reference("issuer issuer").total == pytest.approx(2 * reference("issuer").total)
+    assert reference("the of and").total == 0.0
