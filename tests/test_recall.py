@@ -444,9 +444,11 @@ def test_a_newer_near_copy_moves_above_and_takes_the_older_score() -> None:
 
 
 def test_calibration_rises_with_strength_and_falls_below_the_best() -> None:
-    assert ranking.calibrated(0.2, 0.2) < ranking.calibrated(0.5, 0.5) < ranking.calibrated(2, 2)
-    assert ranking.calibrated(0.25, 0.5) < ranking.calibrated(0.5, 0.5)
-    assert ranking.calibrated(0.0, 1.0) == 0.0
+    best = [ranking.calibrated(s, s, True) for s in (0.2, 0.5, 2.0)]
+    assert best == sorted(best)
+    assert ranking.calibrated(0.5, 0.5, False) < ranking.calibrated(0.5, 0.5, True)
+    assert ranking.calibrated(0.25, 0.5, False) < ranking.calibrated(0.5, 0.5, False)
+    assert ranking.calibrated(0.0, 1.0, False) == 0.0
 
 
 def test_long_memories_of_an_earlier_store_get_their_windows(settings: Any, embedder: Any) -> None:

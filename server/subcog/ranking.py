@@ -78,11 +78,12 @@ class Weights:
     member_cosine: float = 0.2
     # Memories at least this similar to a better result say the same; one is shown.
     near_duplicate: float = 0.95
-    # The score shown: logit = a + b * ln(s) + c * ln(s / s_best), a logistic fit of whether each
-    # result answered its dev-set question. How strong a match is, and how far below the best
-    # one it falls, both tell: a paraphrase ranked first is right half the time, the same
-    # strength fifth in a list rarely.
-    calibration: tuple[float, float, float] = (0.78, 1.19, 2.55)
+    # The score shown: logit = a + b * ln(s) + c * ln(s / s_best) + d for the best result, a
+    # logistic fit of whether each result answered its dev-set question (held out five ways,
+    # the bands still held). How strong a match is, how far below the best it falls, and
+    # whether it is the best all tell: a weak best match is right about half the time, the
+    # same strength further down rarely.
+    calibration: tuple[float, float, float, float] = (0.14, 1.0, 2.67, 0.95)
 
 
 WEIGHTS = Weights()
@@ -126,12 +127,13 @@ class Ranking:
     evident: bool  # whether any candidate cleared the floor
 
 
-def calibrated(score: float, best: float, weights: Weights = WEIGHTS) -> float:
-    """The score shown for a result of fused score `score` in a list whose best is `best`."""
+def calibrated(score: float, best: float, first: bool, weights: Weights = WEIGHTS) -> float:
+    """The score shown for a result of fused score `score` in a list whose best is `best`;
+    `first` for the best result itself."""
     if score <= 0 or best <= 0:
         return 0.0
-    a, b, c = weights.calibration
-    logit = a + b * math.log(score) + c * math.log(min(1.0, score / best))
+    a, b, c, d = weights.calibration
+    logit = a + b * math.log(score) + c * math.log(min(1.0, score / best)) + (d if first else 0)
     return 1.0 / (1.0 + math.exp(-logit))
 
 
@@ -182,8 +184,8 @@ def rank(
         ):
             continue
         chosen.append(c)
-    for c in chosen:
-        c.relevance = calibrated(c.score, chosen[0].score, weights)
+    for i, c in enumerate(chosen):
+        c.relevance = calibrated(c.score, chosen[0].score, i == 0, weights)
     return Ranking(chosen, evident)
 
 
