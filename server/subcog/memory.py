@@ -124,6 +124,19 @@ class Stats(BaseModel):
 WINDOWED_FROM_CHARS = 255
 
 
+def _read_rows(found: Sequence[ranking.Candidate]) -> None:
+    """Read the stored columns of these candidates together, search by search: one read per
+    search rather than one per memory."""
+    by_search: dict[int, tuple[Any, list[tuple[ranking.Candidate, int]]]] = {}
+    for c in found:
+        if c.origin is not None:
+            search, i = c.origin
+            by_search.setdefault(id(search), (search, []))[1].append((c, i))
+    for search, wanted in by_search.values():
+        for (c, _), row in zip(wanted, search.rows_at([i for _, i in wanted]), strict=True):
+            c.given(row)
+
+
 def content_hash(content: str) -> str:
     return hashlib.sha256(check.normalise_whitespace(content).encode()).hexdigest()
 
@@ -261,6 +274,7 @@ class Memory:
         if not ranked.results and narrowed and candidates:
             ranked = ranking.rank(candidates, text, top, total, unseen, floor=False)
             note = ranking.RELAXED
+        _read_rows(ranked.results)
         memories = [self._recalled(c.row, c.relevance) for c in ranked.results]
         if not memories:
             note = ranking.NOTHING_FOUND
@@ -312,6 +326,7 @@ class Memory:
                         search.vectors[i],
                         float(cosines[i]),
                         partial(search.row, i),
+                        origin=(search, i),
                     )
         for memory_id, bm25 in zip(lexical.ids(), lexical.scores.tolist(), strict=True):
             found[memory_id].bm25 = bm25

@@ -31,7 +31,6 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # numpy stays out of the server's start-up
@@ -115,10 +114,18 @@ class Candidate:
     lexical: float = 0.0  # the share of the query's information it matches
     score: float = field(default=0.0)  # s, before calibration
     relevance: float = field(default=0.0)  # the calibrated score shown
+    origin: Any = None  # where the caller found it (ranking does not look)
+    _row: dict[str, Any] | None = field(default=None, repr=False)
 
-    @cached_property
+    @property
     def row(self) -> dict[str, Any]:
-        return self.load()
+        if self._row is None:
+            self._row = self.load()
+        return self._row
+
+    def given(self, row: dict[str, Any]) -> None:
+        """Its stored columns, read along with others'."""
+        self._row = row
 
 
 @dataclass

@@ -244,6 +244,10 @@ class Found:
         rows: list[dict[str, Any]] = self.table.to_pylist()
         return rows
 
+    def rows_at(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.table.take(list(indices)).to_pylist()
+        return rows
+
 
 def _in_scope(table: pa.Table, scope: str) -> pa.Table:
     return table.filter(pc.equal(table["scope"], scope))
