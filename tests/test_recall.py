@@ -416,7 +416,7 @@ def test_context_lifts_a_memory_stored_next_to_a_strong_match() -> None:
 def test_a_word_shared_by_chance_earns_little_and_a_full_match_earns_much() -> None:
     weights = ranking.Weights(context=0.0)
     meaning = candidate("meaning", 0, cosine=0.45, bm25=0.0)
-    one_word = candidate("one word", 10_000, cosine=0.30, bm25=1.0)
+    one_word = candidate("one word", 10_000, cosine=0.30, bm25=0.5)  # an eighth of the query
     ranked = ranking.rank([one_word, meaning], "q", 2, reference=4.0, weights=weights)
     assert [c.id for c in ranked.results] == ["meaning", "one word"]
     exact = candidate("exact", 20_000, cosine=0.05, bm25=4.0)

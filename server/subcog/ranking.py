@@ -6,22 +6,23 @@ cosine vector search (a long memory by its best window), each `depth` deep. For 
 1. Lexical share ``L``: its BM25 over the query's lexical reference (Store.lexical_reference),
    the share of the query's information it matches. A word no memory holds counts as unmatched
    information, so one common shared word earns little and an identifier earns nearly all.
-2. ``s = cosine + LEXICAL * L ** LEXICAL_POWER``: meaning always counts; words count once they
-   cover most of the query, and a memory that holds the exact identifier of the query gets a
-   little more than one that shares its parts.
+2. ``s = cosine + lexical * L ** lexical_power``: meaning always counts; words count more the
+   more of the query they cover, and a memory that holds the query's identifier exactly gets
+   more than one that shares its parts.
 3. Context: among the candidates, the better ``s`` of the neighbours stored just before and
-   just after it in its scope, within NEIGHBOUR_GAP, adds ``CONTEXT * s_neighbour``; the sum
-   is divided by ``1 + CONTEXT``.
-4. Newer wins: when a memory is very like one ranked above it (NEWER_COSINE) and was stored
-   in a later sitting (after NEIGHBOUR_GAP), it is the changed fact and ranks first.
-5. The floor: if no candidate has vector evidence (FLOOR_COSINE) or a strong lexical match
-   (FLOOR_LEXICAL), nothing is returned. Results without either (MEMBER_COSINE) are dropped.
-6. Diversity: a candidate whose vector is within NEAR_DUPLICATE of a better result is left out.
-7. The score shown is calibrated: the share of results at that ``s`` that answered the question
-   on the dev set (benchmarks/README.md, "What a score means").
+   just after it in its scope, within neighbour_gap, adds ``context * s_neighbour``; the sum
+   is divided by ``1 + context``.
+4. Newer wins: a memory very like one ranked above it (newer_cosine), stored in a later
+   sitting (after neighbour_gap), is the changed fact: it moves above, with the older's score.
+5. The floor: if no candidate has vector evidence (floor_cosine) or a strong lexical match
+   (floor_lexical), nothing is returned. Results with neither (member_cosine) are left out.
+6. Diversity: a candidate whose vector is within near_duplicate of a better result is left out.
+7. The score shown is calibrated on the dev set: how often results like it answered the
+   question (benchmarks/README.md, "How recall ranks").
 
-The weights were chosen on LoCoMo and the everyday dev set together, and checked leave one
-conversation out and leave one fold out (benchmarks/README.md, "How recall ranks").
+The weights are a Weights dataclass (tests build their own). They were chosen on LoCoMo and the
+everyday dev set together, and checked leave one out (benchmarks/tune.py; the figures are in
+benchmarks/README.md, "How recall ranks").
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ class Weights:
     # Candidates per search: deep enough that an answer ranked low by one search but high by
     # the other is still seen (depth 50 against 100 lost 0.002 of LoCoMo R@10).
     depth: int = 100
-    # Words against meaning: 2.33 (0.7 of the fused score) with the power below was best on
-    # both benchmarks together, and chosen again in every leave-one-out fold.
-    lexical: float = 2.33
-    # Squaring the lexical share keeps a memory that shares one or two of the query's words
-    # from outranking one that means the same (everyday paraphrase MRR 0.62 -> 0.73).
-    lexical_power: float = 2.0
+    # Words against meaning. A memory matching all of the query's information gains 1.5 (as much
+    # as cosine 1.5); one matching half of it, 0.53; a quarter, 0.19. Chosen on LoCoMo and the
+    # everyday set together over a grid (benchmarks/tune.py), and by six of ten leave-one-out
+    # folds; tuned on either set alone, the other lost (everyday MRR@5 0.862 -> 0.834, LoCoMo
+    # R@10 0.804 -> 0.776).
+    lexical: float = 1.5
+    lexical_power: float = 1.5
     # A memory holding the query's identifier exactly (ERR-4711, v2.3.1) ranks above one that
     # merely shares its parts (ERR-4712, v2.1.3) whatever the model thinks of either: their
     # cosines differed by up to 0.45 (MiniLM reads "v2.1.3" as close to "v2.3.1").
@@ -82,7 +84,7 @@ class Weights:
     # the bands still held). How strong a match is, how far below the best it falls, and
     # whether it is the best all tell: a weak best match is right about half the time, the
     # same strength further down rarely.
-    calibration: tuple[float, float, float, float] = (0.14, 1.0, 2.67, 0.95)
+    calibration: tuple[float, float, float, float] = (0.16, 1.0, 2.98, 0.96)
 
 
 WEIGHTS = Weights()
