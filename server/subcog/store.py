@@ -155,10 +155,6 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
 
-    def narrows(self) -> bool:
-        """Whether the caller asked for a subset: a scope, tags or a time window."""
-        return bool(self.scope is not None or self.tags or self.since or self.until)
-
     def sql(self) -> str | None:
         parts: list[str] = []
         if self.scope is not None:
