@@ -8,6 +8,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -256,12 +257,35 @@ def test_requests_from_a_file_are_answered(tmp_path: Path) -> None:
 
 # `subcog serve` with the stdio transport's line limit lowered from 64 MiB to 1,000 bytes.
 SHORT_LINES = (
-    "import sys, subcog.stdio as stdio; stdio.LINE_LIMIT = 1000; "
+    "import sys, subcog.stdio as stdio; stdio.LINE_LIMIT = 10_000; "
     "from subcog.cli import main; sys.exit(main(['serve']))"
 )
 
 
-def test_a_line_over_the_limit_is_refused_and_the_server_goes_on() -> None:
+BAD_MESSAGES = [
+    (b"hello there", -32700, None),
+    (b'{"jsonrpc": "2.0", "id": 7}', -32600, 7),
+    (b"[]", -32600, None),
+    (b'[{"jsonrpc": "2.0", "id": 8, "method": "ping"}]', -32600, None),
+    (b'{"jsonrpc": "2.0", "id": "s", "method": "ping", "params": {"x": "\\ud800"}}', -32600, "s"),
+    (
+        b'{"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"x": ' + b"9" * 5000 + b"}}",
+        -32700,
+        None,
+    ),
+    (b'{"id": 10, "method": "ping"}', -32600, 10),
+    (b"42", -32600, None),
+    (
+        b'{"jsonrpc": "2.0", "id": 11, "method": "ping", "x": "' + b"a" * 12_000 + b'"}',
+        -32600,
+        None,
+    ),
+]
+
+
+def test_every_malformed_message_is_answered_and_the_server_goes_on() -> None:
+    """Each line gets the error JSON-RPC requires, with the id when it can be read, and the
+    next request is answered as usual. The line limit is lowered to 10,000 bytes here."""
     with subprocess.Popen(
         [sys.executable, "-c", SHORT_LINES],
         stdin=subprocess.PIPE,
@@ -273,10 +297,52 @@ def test_a_line_over_the_limit_is_refused_and_the_server_goes_on() -> None:
             rpc = JsonRpc(proc)
             rpc.initialize()
             assert proc.stdin is not None
-            proc.stdin.write(b'{"jsonrpc": "2.0", "id": 99, "method": "ping", "x": "' + b"a" * 5000)
-            proc.stdin.write(b'"}\n')
-            proc.stdin.flush()
-            assert rpc.wait(rpc.send("ping", {}))["result"] == {}
+            assert proc.stdout is not None
+            for line, code, request_id in BAD_MESSAGES:
+                proc.stdin.write(line[:7000])  # a long line arrives in parts
+                proc.stdin.flush()
+                proc.stdin.write(line[7000:] + b"\n")
+                proc.stdin.flush()
+                reply = json.loads(proc.stdout.readline())
+                assert reply["jsonrpc"] == "2.0", line[:60]
+                assert reply["error"]["code"] == code, (line[:60], reply)
+                assert reply["id"] == request_id, (line[:60], reply)
+                assert rpc.wait(rpc.send("ping", {}))["result"] == {}
             assert rpc.tool("recall", {"query": "anything at all"})["memories"] == []
+        finally:
+            proc.kill()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+def test_a_client_that_never_reads_replies_does_not_grow_the_server() -> None:
+    """20,000 recalls sent at once by a client that reads no reply: at most a few are handled
+    at a time, the rest wait as bytes. Without the bound the server grew by 400 MB."""
+
+    def rss_mb(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) // 1024
+
+    with subprocess.Popen(
+        [subcog_command(), "serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    ) as proc:
+        try:
+            rpc = JsonRpc(proc)
+            rpc.initialize()
+            rpc.tool("recall", {"query": "the first one loads everything"})
+            before = rss_mb(proc.pid)
+            assert proc.stdin is not None
+            requests = b"".join(
+                b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"recall",'
+                b'"arguments":{"query":"where is office %d"}}}\n' % (1000 + n, n)
+                for n in range(20_000)
+            )
+            threading.Thread(target=proc.stdin.write, args=(requests,), daemon=True).start()
+            time.sleep(8)
+            assert proc.poll() is None
+            assert rss_mb(proc.pid) - before < 100
         finally:
             proc.kill()
