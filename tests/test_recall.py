@@ -475,3 +475,54 @@ def test_long_memories_of_an_earlier_store_get_their_windows(settings: Any, embe
     found = reopened.recall("What is the code for the key box at the holiday house?", 1)
     assert [m.content for m in found.memories] == [note]
     reopened.store.close()
+
+
+async def test_a_long_memory_holding_the_identifier_is_found_among_other_words(
+    client: Client,
+) -> None:
+    """The model reads a long note's identifier faintly (cosine 0.25), and the question's other
+    words are nowhere: holding the identifier as written is still evidence enough."""
+    filler = " ".join(
+        f"Line {n}: the rota, the budget and the plan were reviewed." for n in range(30)
+    )
+    note = f"{filler} Ticket PINEAPPLE-42 was closed by Sam."
+    await remember_all(client, [*BACKGROUND, note])
+    found = await call(
+        client, "recall", query="when did the gardener last prune the roses near PINEAPPLE-42?"
+    )
+    assert contents(found)[:1] == [note]
+
+
+def test_rolling_windows_are_not_snapped_to_the_first_of_the_month() -> None:
+    from subcog.validation import check_when
+
+    now = datetime(2026, 7, 15, 12, 0, tzinfo=timezone.utc)
+    since = check_when("since", "past month", now=now)
+    assert since is not None
+    assert since.date() == datetime(2026, 6, 15).date()
+    three = check_when("since", "last 3 months", now=now)
+    assert three is not None
+    assert three.date() == datetime(2026, 4, 15).date()
+
+
+@pytest.mark.skipif(not hasattr(__import__("time"), "tzset"), reason="needs time.tzset")
+def test_a_date_without_a_zone_is_a_local_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from subcog.validation import check_when
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        since = check_when("since", "2026-07-15")
+        until = check_when("until", "2026-07-15", end=True)
+        assert since == datetime(2026, 7, 15, 4, 0, tzinfo=timezone.utc)  # EDT midnight
+        assert until == datetime(2026, 7, 16, 3, 59, 59, 999999, tzinfo=timezone.utc)
+        noon = check_when("since", "2026-07-15T12:00")
+        assert noon == datetime(2026, 7, 15, 16, 0, tzinfo=timezone.utc)
+        assert check_when("since", "2026-07-15T12:00Z") == datetime(
+            2026, 7, 15, 12, 0, tzinfo=timezone.utc
+        )
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

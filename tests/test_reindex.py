@@ -6,7 +6,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
+import lance
 import numpy as np
+import pyarrow as pa
 import pytest
 from mcp import Client
 
@@ -85,3 +87,58 @@ def test_reindex_re_embeds_every_memory_and_resumes_after_an_interruption(
     assert found[0].content == "Caroline works as a counselor for LGBTQ youth."
     assert found[0].tags == ["old"]
     assert reindex(settings) == 0  # nothing left to do
+
+
+def test_an_old_model_server_still_writes_while_a_reindex_runs(
+    settings: Settings, embedder: Embedder
+) -> None:
+    """A reindex adds columns for the new model's vectors; a server of the old model, still
+    running, writes its rows with those columns left empty."""
+    store_built_with_an_old_model(settings)
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    partial = Store(settings.data_dir, settings.model, 384, check_model=False)
+    with pytest.raises(KeyboardInterrupt):
+        partial.reindex(embedder.embed_memories, batch_size=5, progress=interrupt)
+    old = Store(settings.data_dir, OLD_MODEL, OLD_DIMENSION)
+    text = "Written by the old model's server during the reindex."
+    row = Row(
+        id=uuid.uuid4().hex,
+        content=text,
+        content_hash=content_hash(text),
+        vector=np.ones(OLD_DIMENSION, dtype=np.float32) / np.sqrt(OLD_DIMENSION),
+        tags=[],
+        scope="default",
+        metadata="{}",
+        created_at=datetime.now(timezone.utc),
+        chunks=np.ones((1, OLD_DIMENSION), dtype=np.float32),
+    )
+    assert old.add_new([row]) == [None]
+    old.close()
+    assert reindex(settings) == len(FACTS) + 1
+    assert open_memory(settings).recall("the old model's server", 1).memories[0].content == text
+
+
+def test_a_reindex_left_by_an_earlier_subcog_resumes_and_upgrades_at_the_old_size(
+    settings: Settings,
+) -> None:
+    """An earlier subcog's store has no windows column, and its unfinished reindex only the
+    new vectors' column: the windows column is added at the size of the store's vectors, and
+    the reindex resumes."""
+    import lancedb
+
+    store_built_with_an_old_model(settings)
+    table = lancedb.connect(settings.data_dir / "lancedb").open_table("memories")
+    table.drop_columns(["chunks"])
+    table.add_columns(pa.field("vector_next", pa.list_(pa.float32(), 384), nullable=True))
+    lance.dataset(str(settings.data_dir / "lancedb" / "memories.lance")).update_schema_metadata(
+        {"subcog.reindex_to": settings.model}
+    )
+    Store(settings.data_dir, OLD_MODEL, OLD_DIMENSION).close()  # the old model's server opens it
+    table.checkout_latest()
+    assert table.schema.field("chunks").type.value_type.list_size == OLD_DIMENSION
+    assert reindex(settings) == len(FACTS)
+    found = open_memory(settings).recall("What is Caroline's job?", limit=1).memories
+    assert found[0].content == "Caroline works as a counselor for LGBTQ youth."

@@ -359,3 +359,23 @@ def test_the_lexical_reference_weighs_rare_and_unseen_words_most(memory: Memory)
     assert reference("payment").total < reference("issuer").total < reference("zebra").total
     assert reference("issuer issuer").total == pytest.approx(2 * reference("issuer").total)
     assert reference("the of and").total == 0.0
+
+
+def test_the_lexical_reference_is_the_same_counted_or_searched(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small stores count tokens in memory; bigger ones ask the full-text index, which stems
+    what it is given: it must be given the words as written, not their stems (coffee ->
+    coffe -> coff)."""
+    for text in ["The user drinks coffee black.", "The database agreed to review it.", "Note"]:
+        memory.remember(text)
+    assert memory.store.upkeep_now()
+    query = "coffee agreed database"
+    counted = memory.store.lexical_reference(query)
+    monkeypatch.setattr("subcog.store.COUNTED_ROWS", 0)
+    searched = Store(memory.store.data_dir, memory.store.model, memory.store.dimension)
+    try:
+        assert searched.lexical_reference(query).unseen == counted.unseen == frozenset()
+        assert searched.lexical_reference(query).total == pytest.approx(counted.total, rel=0.01)
+    finally:
+        searched.close()

@@ -37,7 +37,9 @@ IMPORT_BATCH = 256
 
 class SimilarMemory(BaseModel):
     id: str
-    score: float = Field(description="Cosine similarity to the new memory.")
+    score: float = Field(
+        description="Cosine similarity to the new memory (a long one's best part)."
+    )
     content: str
 
 
@@ -491,7 +493,7 @@ class Memory:
         only their first 256 word pieces; returns how many memories were looked at. Safe to run
         in several processes at once (they write the same vectors)."""
         done = 0
-        while True:
+        while not self.store.closed:
             todo = self.store.without_windows(WINDOWED_FROM_CHARS, batch)
             if not todo:
                 return done
@@ -500,6 +502,7 @@ class Memory:
                 {memory_id: chunks for (memory_id, _), chunks in zip(todo, windows, strict=True)}
             )
             done += len(todo)
+        return done
 
     def export_jsonl(self) -> Iterator[str]:
         """Every memory as one JSON line, oldest first; `import_jsonl` reads them back."""

@@ -14,8 +14,9 @@ cosine vector search (a long memory by its best window), each `depth` deep. For 
    is divided by ``1 + context``.
 4. Newer wins: a memory very like one ranked above it (newer_cosine), stored in a later
    sitting (after neighbour_gap), is the changed fact: it moves above, with the older's score.
-5. The floor: if no candidate has vector evidence (floor_cosine) or a strong lexical match
-   (floor_lexical), nothing is returned. Results with neither (member_cosine) are left out.
+5. The floor: if no candidate has vector evidence (floor_cosine), a strong lexical match
+   (floor_lexical) or the query's identifier as written, nothing is returned. Results with
+   none of these (member_cosine) are left out.
 6. Diversity: a candidate whose vector is within near_duplicate of a better result is left out.
 7. The score shown is calibrated on the dev set: how often results like it answered the
    question (benchmarks/README.md, "How recall ranks").
@@ -114,6 +115,7 @@ class Candidate:
     load: Callable[[], dict[str, Any]]  # its stored columns, read only if needed
     bm25: float = 0.0  # 0 when full-text search did not find it
     lexical: float = 0.0  # the share of the query's information it matches
+    exact: bool = False  # it holds one of the query's identifiers as written
     score: float = field(default=0.0)  # s, before calibration
     relevance: float = field(default=0.0)  # the calibrated score shown
     origin: Any = None  # where the caller found it (ranking does not look)
@@ -165,28 +167,28 @@ def rank(
         return Ranking([], False)
     words = _identifiers(query)
     exact = [identifier for _, identifier in words]
-    held = False
     for c in candidates:
         c.lexical = min(1.0, c.bm25 / reference) if reference > 0 else 0.0
         c.score = max(0.0, c.cosine) + weights.lexical * c.lexical**weights.lexical_power
-        if exact and c.bm25 > 0 and _holds(c.row["content"], exact):
+        c.exact = bool(exact) and c.bm25 > 0 and _holds(c.row["content"], exact)
+        if c.exact:
             c.score += weights.exact
-            held = True
+    held = any(c.exact for c in candidates)
     if not held and any(word in unseen for word, _ in words):  # asked about, nowhere held
         for c in candidates:
             c.score *= weights.absent
     _add_context(candidates, weights)
     ordered = _newer_first(sorted(candidates, key=lambda c: c.score, reverse=True), weights)
-    evident = any(
-        c.cosine >= weights.floor_cosine or c.lexical >= weights.floor_lexical for c in ordered
-    )
+    evident = any(_evidence(c, weights) for c in ordered)
     if floor and not evident:
         return Ranking([], False)
     chosen: list[Candidate] = []
     for c in ordered:
         if len(chosen) == limit:
             break
-        if floor and c.cosine < weights.member_cosine and c.lexical < weights.floor_lexical:
+        if floor and not (
+            c.exact or c.cosine >= weights.member_cosine or c.lexical >= weights.floor_lexical
+        ):
             continue
         if diverse and any(
             float(c.vector @ kept.vector) >= weights.near_duplicate for kept in chosen
@@ -196,6 +198,12 @@ def rank(
     for i, c in enumerate(chosen):
         c.relevance = calibrated(c.score, chosen[0].score, i == 0, weights)
     return Ranking(chosen, evident)
+
+
+def _evidence(c: Candidate, weights: Weights) -> bool:
+    """Whether a candidate alone is reason to answer: the model sees it as related, it matches
+    much of the query's information, or it holds the query's identifier as written."""
+    return c.exact or c.cosine >= weights.floor_cosine or c.lexical >= weights.floor_lexical
 
 
 def _add_context(candidates: Sequence[Candidate], weights: Weights) -> None:

@@ -109,12 +109,17 @@ class Service:
         self.store = Loading("the memory store", lambda: _watched(open_store(settings)))
         self.embedder = Loading("the embedding model", lambda: load_embedder(settings))
         self._memory: Memory | None = None
+        self._making = threading.Lock()
 
     def start(self) -> None:
         self.store.start()
         self.embedder.start()
 
     def memory(self) -> Memory:
+        with self._making:  # two first calls at once make one Memory, one backfill
+            return self._memory_now()
+
+    def _memory_now(self) -> Memory:
         if self._memory is None:
             deadline = time.monotonic() + self.settings.load_timeout
             loading = [part for part in (self.store, self.embedder) if not part.wait(deadline)]

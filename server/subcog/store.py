@@ -13,6 +13,7 @@ import heapq
 import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -311,6 +312,9 @@ def _retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+_PIECE = re.compile(r"[^\W_]+")
+
+
 def _idf(rows: int, holders: int) -> float:
     """Lance's BM25 idf of a token that `holders` of `rows` memories hold."""
     return math.log(1 + (rows - holders + 0.5) / (holders + 0.5))
@@ -388,7 +392,10 @@ class Store:
         (null until Memory.backfill_windows fills it). The caller holds the write lock."""
         if "chunks" in self._table.schema.names:
             return
-        self._table.add_columns(pa.field("chunks", windows_type(self.dimension), nullable=True))
+        # The windows have the size of the store's vectors, which a reindex (opening the store
+        # set to another model) has not changed yet.
+        dimension = int(self._meta(self._table.schema).get("subcog.dimension", self.dimension))
+        self._table.add_columns(pa.field("chunks", windows_type(dimension), nullable=True))
         self._update_meta({"subcog.schema": SCHEMA_VERSION})
         log.info("upgraded the store in %s to schema %s", self.data_dir, SCHEMA_VERSION)
 
@@ -571,14 +578,19 @@ class Store:
         earns nearly all."""
         snapshot = snapshot or self._read("reference", self._mirror.latest)
         rows = snapshot.count() if snapshot.blocks is not None else snapshot.dataset.count_rows()
-        words = [(word, tokens(word)) for word in text.split()]  # no token spans whitespace
-        held = snapshot.holders(token for _, found in words for token in found)
+        # The simple tokenizer splits at whatever is not a letter or digit, so each such piece
+        # of a word is one token or none (a stop word).
+        words: list[tuple[str, list[tuple[str, str]]]] = []
+        for word in text.split():
+            pieces = [(piece, tokens(piece)) for piece in _PIECE.findall(word)]
+            words.append((word, [(piece, kept[0]) for piece, kept in pieces if kept]))
+        held = snapshot.holders(token for _, pieces_of in words for _, token in pieces_of)
         total = 0.0
         missing: set[str] = set()
-        for word, found in words:
-            for token in found:
-                if held is None:
-                    best = self._best_score(snapshot, rows, token)
+        for word, pieces_of in words:
+            for piece, token in pieces_of:
+                if held is None:  # the piece as written: the search stems it once
+                    best = self._best_score(snapshot, rows, piece)
                 elif held.count[token]:
                     average = held.length / max(1, held.texts)
                     weight = (BM25_K1 + 1) / (
@@ -592,16 +604,18 @@ class Store:
                     missing.add(word)
         return Reference(total, frozenset(missing))
 
-    def _best_score(self, snapshot: Snapshot, rows: int, token: str) -> float:
-        """The best BM25 any memory gets for this one token; 0 if none holds it.
+    def _best_score(self, snapshot: Snapshot, rows: int, piece: str) -> float:
+        """The best BM25 any memory gets for this one piece of a word (one token); 0 if none
+        holds it.
 
         One search of the full-text index per token (half a millisecond), so the answers are
         kept: a token some memory holds keeps its best score while the store stays within
         BEST_SCORE_DRIFT of its size then (the score drifts little with it); that no memory
         holds a token is asked again at every new version, since the next memory may hold it.
         Rows not yet folded into the index are not searched here (each search would read them
-        whole): until upkeep folds them, a few seconds, their words count as unseen."""
-        kept = self._best_scores.get(token)
+        whole): until upkeep folds them (seconds below WORDS_FOLD_ALWAYS_BELOW memories, past it
+        once they are WORDS_UNINDEXED_SHARE of the index), their words count as unseen."""
+        kept = self._best_scores.get(piece)
         if kept is not None:
             best, version, then = kept
             if version == snapshot.version or (
@@ -609,7 +623,7 @@ class Store:
             ):
                 return best
         found = snapshot.dataset.to_table(  # the index only: rows not yet folded into it
-            full_text_query={"query": token, "columns": ["content"]},  # would be read whole
+            full_text_query={"query": piece, "columns": ["content"]},  # would be read whole
             columns=["_score"],
             limit=1,
             fast_search=True,
@@ -617,7 +631,7 @@ class Store:
         best = float(found["_score"][0].as_py()) if found.num_rows else 0.0
         if len(self._best_scores) >= BEST_SCORES_KEPT:
             self._best_scores.clear()
-        self._best_scores[token] = (best, snapshot.version, rows)
+        self._best_scores[piece] = (best, snapshot.version, rows)
         return best
 
     def _words(
@@ -749,8 +763,12 @@ class Store:
                 ]
             ),
         )
-        with self._locked():
-            self._write("windows", lambda: self._merge(update))
+        with self._upkeep_running:  # close() waits for this write as for upkeep's
+            if self.closed:
+                return
+            with self._locked():
+                self._check_model()  # a reindex may have switched the model meanwhile
+                self._write("windows", lambda: self._merge(update))
         self._wrote()
 
     def _merge(self, update: pa.Table) -> None:
@@ -934,18 +952,26 @@ class Store:
         self._upkeep_soon()
 
     def _arrow(self, rows: Sequence[Row], schema: pa.Schema) -> pa.Table:
+        """The rows in the table's schema. Columns a row has no value for (a reindex's, while
+        it runs) are null."""
         vectors = np.stack([row.vector for row in rows]).astype(np.float32).reshape(-1)
+        columns = {
+            "id": [row.id for row in rows],
+            "content": [row.content for row in rows],
+            "content_hash": [row.content_hash for row in rows],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors), self.dimension),
+            "tags": [row.tags for row in rows],
+            "scope": [row.scope for row in rows],
+            "metadata": [row.metadata for row in rows],
+            "created_at": [row.created_at for row in rows],
+            "chunks": self._windows_column([row.chunks for row in rows]),
+        }
         return pa.table(
             {
-                "id": [row.id for row in rows],
-                "content": [row.content for row in rows],
-                "content_hash": [row.content_hash for row in rows],
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors), self.dimension),
-                "tags": [row.tags for row in rows],
-                "scope": [row.scope for row in rows],
-                "metadata": [row.metadata for row in rows],
-                "created_at": [row.created_at for row in rows],
-                "chunks": self._windows_column([row.chunks for row in rows]),
+                name: columns[name]
+                if name in columns
+                else pa.nulls(len(rows), schema.field(name).type)
+                for name in schema.names
             },
             schema=schema,
         )
@@ -978,14 +1004,13 @@ class Store:
                 # left by a reindex to another model
                 self._table.drop_columns([c for c in (NEXT_VECTOR, NEXT_WINDOWS) if c in names])
                 names = self._table.schema.names
-            if NEXT_VECTOR not in names:
-                next_type = pa.list_(pa.float32(), self.dimension)
-                self._table.add_columns(
-                    [
-                        pa.field(NEXT_VECTOR, next_type, nullable=True),
-                        pa.field(NEXT_WINDOWS, windows_type(self.dimension), nullable=True),
-                    ]
-                )
+            added = [
+                pa.field(NEXT_VECTOR, pa.list_(pa.float32(), self.dimension), nullable=True),
+                pa.field(NEXT_WINDOWS, windows_type(self.dimension), nullable=True),
+            ]
+            added = [column for column in added if column.name not in names]
+            if added:  # NEXT_WINDOWS alone: a reindex an earlier subcog left unfinished
+                self._table.add_columns(added)
                 self._update_meta({"subcog.reindex_to": self.model})
         total = int(self._table.count_rows())
         while self._fill_next(embed, batch_size, total, progress, locked=False):
@@ -1071,6 +1096,10 @@ class Store:
 
     def _upkeep_soon(self, delay: float = 0.0) -> None:
         self._later.soon(delay)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop scheduling upkeep and wait for a pass in progress: a process that exits while

@@ -159,7 +159,8 @@ def check_time(name: str, value: object) -> datetime | None:
 
 
 def _iso(text: str) -> datetime | None:
-    """An ISO-8601 date or date-time (a bare date is its midnight, in UTC); None if not one."""
+    """An ISO-8601 date or date-time (a bare date is its midnight, in UTC); None if not one.
+    For import's created_at; since and until read times without a zone as local ones."""
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
@@ -199,6 +200,7 @@ _INSTANT = re.compile(
     r"\b(hours?|minutes?|mins?|seconds?|secs?|now|noon|midnight)\b|\d\s*[ap]\.?m\b|\d:\d",
     re.IGNORECASE,
 )
+_ZONED = re.compile(r"([zZ]|[+-]\d\d(:?\d\d)?)$")
 _COUNTED = re.compile(r"\bago\b|\d+\s*(d|w|days?|weeks?|months?|years?)\b", re.IGNORECASE)
 
 
@@ -213,13 +215,30 @@ def check_when(
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{name} must be a string: {WHEN_FORMS}.")
     text = _SIDE.sub("", value.strip()).strip()
+    try:
+        day = date.fromisoformat(text)  # a bare date: its whole day, here
+    except ValueError:
+        day = None
+    if day is not None:
+        midnight = _local(name, value, datetime(day.year, day.month, day.day))
+        return _utc(name, value, _bound(midnight, "day", end))
     exact = _iso(text)
     if exact is not None:
-        if len(text) == 10 and end:  # a bare date: its whole day
-            exact += timedelta(days=1, microseconds=-1)
+        if not _ZONED.search(text):  # a time without a zone is a local one
+            exact = _local(name, value, exact.replace(tzinfo=None))
         return _utc(name, value, exact)
     moment, period = _words(name, value, text, now)
     return _utc(name, value, _bound(moment, period, end))
+
+
+def _local(name: str, value: str, naive: datetime) -> datetime:
+    """A wall-clock time read in the local time zone (with its daylight saving that day)."""
+    try:
+        return naive.astimezone()
+    except (OverflowError, ValueError, OSError):
+        raise InvalidInput(
+            f"{name}={value[:40]!r} is out of range; use a time between the years 1 and 9999."
+        ) from None
 
 
 def _words(name: str, value: str, text: str, now: datetime | None) -> tuple[datetime, str]:
@@ -233,11 +252,7 @@ def _words(name: str, value: str, text: str, now: datetime | None) -> tuple[date
         text = f"{1 if count.lower() in ('a', 'an', 'one') else count} {rolling['unit']}s ago"
     from dateparser.date import DateDataParser
 
-    settings: dict[str, object] = {
-        "PREFER_DATES_FROM": "past",
-        "RETURN_AS_TIMEZONE_AWARE": True,
-        "PREFER_DAY_OF_MONTH": "first",
-    }
+    settings: dict[str, object] = {"PREFER_DATES_FROM": "past", "RETURN_AS_TIMEZONE_AWARE": True}
     if now is not None:
         settings["RELATIVE_BASE"] = now.astimezone().replace(tzinfo=None)
     try:
