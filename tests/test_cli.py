@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from subcog.cli import main
 from subcog.config import Settings
 from subcog.memory import open_store
 from subcog.store import Store
+from tests.servers import subcog_command
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -150,3 +153,16 @@ def test_a_bulk_import_builds_the_vector_index_once_at_the_end(
     (index,) = [i for i in store._table.list_indices() if i.columns == ["vector"]]
     assert store._table.index_stats(index.name).num_unindexed_rows == 0
     assert set(built) == {700}  # never over part of the rows while importing
+
+
+def test_the_first_start_says_only_what_subcog_did(tmp_path: Path) -> None:
+    """Making the int8 copy of the model, ONNX Runtime's quantiser explains every tensor at
+    INFO: none of that reaches stderr, only subcog's own lines."""
+    env = {**os.environ, "SUBCOG_CACHE_DIR": str(tmp_path / "empty-cache")}
+    done = subprocess.run(
+        [subcog_command(), "doctor"], env=env, capture_output=True, text=True, check=True
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert any("made an int8 copy" in line for line in lines), done.stderr
+    assert all(" subcog." in line for line in lines if " INFO " in line), done.stderr
+    assert len(lines) <= 4, done.stderr

@@ -346,3 +346,19 @@ def test_a_client_that_never_reads_replies_does_not_grow_the_server() -> None:
             assert rss_mb(proc.pid) - before < 100
         finally:
             proc.kill()
+
+
+async def test_a_session_writes_nothing_outside_the_data_and_cache_dirs(tmp_path: Path) -> None:
+    """HOME and the XDG directories point at an empty folder (conftest): after a session of
+    every tool and a few commands, it is still empty. ONNX Runtime, for one, would keep a
+    telemetry queue under ~/.cache/Microsoft unless told not to."""
+    home = Path(os.environ["HOME"])
+    assert list(home.rglob("*")) == []
+    async with Client(stdio_client(server_params())) as client:
+        stored = await call(client, "remember", content="The spare key is under the blue pot.")
+        await call(client, "recall", query="Where is the spare key?")
+        await call(client, "forget", ids=[stored["id"]])
+    for command in (["doctor"], ["remember", "A second note."], ["stats"]):
+        subprocess.run([subcog_command(), *command], check=True, capture_output=True)
+    assert list(home.rglob("*")) == []
+    assert {p.name for p in tmp_path.iterdir()} == {"home", "data"}

@@ -114,14 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _big_blocks_back_to_the_system()
     try:
         settings = Settings.from_env()
+        # subcog's own lines at SUBCOG_LOG_LEVEL; other libraries' only when they warn (ONNX
+        # Runtime's quantiser explains every tensor at INFO, on the root logger).
         logging.basicConfig(
-            level=settings.log_level,
+            level=logging.WARNING,
             stream=sys.stderr,
             format="%(asctime)s subcog %(levelname)s %(name)s: %(message)s",
         )
-        # filelock logs four DEBUG lines for every write's lock: noise, and slow under DEBUG.
-        if logging.getLogger().isEnabledFor(logging.DEBUG):
-            logging.getLogger("filelock").setLevel(logging.INFO)
+        logging.getLogger("subcog").setLevel(settings.log_level)
         if command == "serve" and getattr(args, "transport", "stdio") == "http":
             from subcog.web import serve_http
 
