@@ -166,3 +166,23 @@ def test_the_first_start_says_only_what_subcog_did(tmp_path: Path) -> None:
     assert any("made an int8 copy" in line for line in lines), done.stderr
     assert all(" subcog." in line for line in lines if " INFO " in line), done.stderr
     assert len(lines) <= 4, done.stderr
+
+
+def test_forget_all_asks_first_and_erases_a_scope_or_everything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for text, scope in [("Work note one.", "work"), ("Work note two.", "work"), ("Home.", "home")]:
+        assert run(capsys, "remember", text, "--scope", scope)[0] == 0
+    code, _, err = run(capsys, "forget", "--all", "--scope", "work")  # stdin is not a terminal
+    assert code == 2
+    assert "would forget all 2 memories in scope work; add --yes" in err
+    code, out, _ = run(capsys, "forget", "--all", "--scope", "work", "--yes")
+    assert code == 0
+    assert "forgotten: 2 memories in scope work" in out
+    assert json.loads(run(capsys, "stats", "--json")[1])["scopes"] == {"home": 1}
+    code, out, _ = run(capsys, "forget", "--all", "--yes")
+    assert "forgotten: 1 memories in every scope" in out
+    assert json.loads(run(capsys, "stats", "--json")[1])["count"] == 0
+    code, _, err = run(capsys, "forget")
+    assert code == 2
+    assert "or --all" in err

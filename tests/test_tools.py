@@ -158,26 +158,38 @@ async def test_forgotten_content_can_be_remembered_again(client: Client) -> None
 @pytest.mark.parametrize(
     ("tool", "arguments", "expected"),
     [
-        ("remember", {"content": ""}, "at least 1 character"),
+        ("remember", {"content": ""}, "content is empty"),
         ("remember", {"content": "   \n\t "}, "content is empty"),
-        ("remember", {"content": "x" * 1_000_000}, "at most 8000 characters"),
+        ("remember", {"content": "x" * 1_000_000}, "the limit is 8000"),
         (
             "remember",
             {"content": "ok", "tags": [f"t{i}" for i in range(10_000)]},
-            "at most 20 items",
+            "at most 20 are allowed",
         ),
         ("remember", {"content": "ok", "tags": ["has space"]}, "tag 'has space' is not allowed"),
         ("remember", {"content": "ok", "tags": ["it's"]}, "is not allowed"),
         ("remember", {"content": "ok", "tags": [""]}, "is not allowed"),
         ("remember", {"content": "ok", "scope": "a'b"}, 'scope "a\'b" is not allowed'),
         ("remember", {"content": "ok", "scope": "*"}, "is not allowed"),
-        ("remember", {"content": "ok", "metadata": {"k": {"nested": 1}}}, "metadata"),
+        (
+            "remember",
+            {"content": "ok", "metadata": {"k": {"nested": 1}}},
+            "metadata['k'] must be a string, number or boolean, not an object",
+        ),
         ("remember", {"content": "ok", "metadata": {"k": "v" * 5000}}, "the limit is 4096"),
         ("remember", {"content": "bad\x00byte"}, "NUL"),
         ("remember", {"content": 42}, "content"),
-        ("recall", {"query": "x" * 5000}, "at most 2000 characters"),
-        ("recall", {"query": "x", "limit": 0}, "greater than or equal to 1"),
-        ("recall", {"query": "x", "limit": 1000}, "less than or equal to 50"),
+        ("recall", {"query": "x" * 5000}, "the limit is 2000"),
+        ("recall", {"query": "x", "limit": 0}, "limit is 0; use at least 1"),
+        ("recall", {"query": "x", "limit": 1000}, "limit is 1000; use at most 50"),
+        ("recall", {"query": "x", "limit": "5"}, 'not the string "5"'),
+        ("recall", {"query": "x", "limit": True}, "not true"),
+        ("recall", {"query": "x", "limt": 3}, "did you mean 'limit'?"),
+        (
+            "remember",
+            {"content": "ok", "tag": ["a"], "scopes": "work"},
+            "'scopes' (did you mean 'scope'?), 'tag' (did you mean 'tags'?)",
+        ),
         ("recall", {"query": "x", "since": "around teatime-ish"}, "not a time subcog can read"),
         ("recall", {"query": "x", "until": "2025-13-45"}, "3 days ago"),
         ("recall", {"query": "x", "since": "9999-12-31T23:59:59-14:00"}, "out of range"),
@@ -187,7 +199,9 @@ async def test_forgotten_content_can_be_remembered_again(client: Client) -> None
         ("forget", {"ids": []}, "ids is empty"),
         ("forget", {}, "Say what to forget"),
         ("forget", {"ids": ["0" * 32], "query": "x"}, "either ids, or a query"),
-        ("forget", {"query": "x", "limit": 0}, "greater than or equal to 1"),
+        ("forget", {"query": "x", "limit": 0}, "use at least 1"),
+        ("forget", {"scope": "*", "dry_run": False}, "subcog forget --all"),
+        ("forget", {"scope": "default"}, "subcog forget --all"),
         ("remember", {"content": "ok", "supersedes": ["0" * 32]}, "No memory has the id"),
         ("remember", {"content": "ok", "supersedes": ["bad"]}, "is not a memory id"),
         ("forget", {"ids": ["not-an-id"]}, "'not-an-id' is not a memory id"),
@@ -202,6 +216,8 @@ async def test_bad_input_is_a_tool_error_and_changes_nothing(
     kept = await call(client, "remember", content="A memory that must survive bad input.")
     message = await error(client, tool, **arguments)
     assert expected in message
+    assert "pydantic" not in message
+    assert len(message) < 300
     found = await call(client, "recall", query="memory that must survive", scope="*", limit=50)
     assert [m["id"] for m in found["memories"]] == [kept["id"]]
 

@@ -66,7 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     sub["recall"].add_argument("--until", help="as --since")
     sub["recall"].add_argument("--json", action="store_true", help="print JSON")
 
-    sub["forget"].add_argument("ids", nargs="+", metavar="ID")
+    sub["forget"].add_argument("ids", nargs="*", metavar="ID")
+    sub["forget"].add_argument(
+        "--all", action="store_true", help="every memory (of --scope if given), after asking"
+    )
+    sub["forget"].add_argument("--scope", help="with --all: only this scope")
+    sub["forget"].add_argument("--yes", action="store_true", help="with --all: do not ask")
 
     sub["list"].add_argument(
         "--scope", help="namespace, or '*' for all (default: all)", default="*"
@@ -186,7 +191,12 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
             scope = found.scope or settings.default_scope
             score = "" if found.score is None else f"{found.score:.3f}  "
             print(f"{score}{found.id}  [{scope}] {found.content}")
+    elif command == "forget" and args.all:
+        return _forget_all(memory, args.scope, args.yes)
     elif command == "forget":
+        if not args.ids:
+            print("subcog: give the ids to forget (see `subcog recall`), or --all", file=sys.stderr)
+            return 2
         forgotten = memory.forget(args.ids)
         if forgotten.forgotten:
             print("erasing the forgotten memories from disk...", file=sys.stderr)
@@ -220,6 +230,34 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
         else:
             for key, value in stats.model_dump().items():
                 print(f"{key}: {value}")
+    return 0
+
+
+def _forget_all(memory: Memory, scope: str | None, yes: bool) -> int:
+    from subcog.store import Filter
+    from subcog.validation import check_scope
+
+    where = Filter(scope=None if scope in (None, "*") else check_scope(scope))
+    count = memory.store.count_matching(where)
+    what = f"in scope {where.scope}" if where.scope else "in every scope"
+    if not count:
+        print(f"nothing to forget: no memories {what}")
+        return 0
+    if not yes:
+        if not sys.stdin.isatty():
+            print(
+                f"subcog: this would forget all {count} memories {what}; add --yes to confirm",
+                file=sys.stderr,
+            )
+            return 2
+        answer = input(f"Forget all {count} memories {what}? This cannot be undone. [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("nothing forgotten")
+            return 1
+    gone = memory.forget_all(scope)
+    print("erasing the forgotten memories from disk...", file=sys.stderr)
+    memory.store.erase_now()
+    print(f"forgotten: {gone} memories {what}")
     return 0
 
 

@@ -372,10 +372,11 @@ class Memory:
             gone = self.store.delete(wanted)
             deleted = set(gone)
             return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in deleted])
-        if not by_filter:
+        if query is None and tags is None:
             raise InvalidInput(
-                "Say what to forget: ids from recall, or a query and/or tags and scope "
-                "(preview with dry_run, then dry_run=false)."
+                "Say what to forget: ids from recall, a query, or tags (preview with dry_run). "
+                "A scope alone would pick memories by age; to forget all of one, run "
+                "`subcog forget --all --scope S` on the command line."
             )
         top = check.check_limit(limit)
         where = self._filter(tags, scope)
@@ -389,6 +390,12 @@ class Memory:
             return Forgotten(forgotten=[], missing=[], dry_run=True, matches=matches)
         gone = self.store.delete([m.id for m in matches])
         return Forgotten(forgotten=gone, missing=[], matches=matches)
+
+    def forget_all(self, scope: str | None = None) -> int:
+        """Forget every memory of a scope ("*" or None: of every scope); how many there were.
+        For `subcog forget --all`, which asks first: the tool never does this."""
+        where = self._filter(None, check.ALL_SCOPES if scope is None else scope)
+        return self.store.delete_matching(where)
 
     @staticmethod
     def _match(memory: StoredMemory | dict[str, Any], score: float | None = None) -> Match:

@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from subcog import __version__
@@ -190,7 +190,28 @@ Scope = Annotated[
 
 
 class SubcogServer(MCPServer):
-    """MCPServer, on stdio through subcog.stdio's transport."""
+    """MCPServer, on stdio through subcog.stdio's transport, whose tools take exactly the
+    arguments their schemas name: others are refused, and so are values of another type ("5"
+    for a number), which the SDK would coerce. The errors are in subcog's words."""
+
+    _schemas: dict[str, dict[str, Any]] | None = None
+
+    async def list_tools(self) -> list[Tool]:
+        tools = await super().list_tools()
+        for tool in tools:
+            tool.input_schema = {**tool.input_schema, "additionalProperties": False}
+        return tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        if self._schemas is None:
+            self._schemas = {tool.name: tool.input_schema for tool in await self.list_tools()}
+        schema = self._schemas.get(name)
+        if schema is not None:
+            try:
+                check.check_arguments(name, schema, arguments)
+            except InvalidInput as exc:
+                raise ToolError(str(exc)) from None
+        return await super().call_tool(name, arguments, context)
 
     async def run_stdio_async(self) -> None:
         lowlevel = getattr(self, "_lowlevel_server", None)

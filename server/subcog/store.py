@@ -943,6 +943,17 @@ class Store:
             self._delete_locked(sorted(found))
         return [memory_id for memory_id in ids if memory_id in found]
 
+    def delete_matching(self, where: Filter) -> int:
+        """Delete every memory that passes the filter; return how many there were."""
+        with self._locked():
+            count = self.count_matching(where)
+            if count:
+                condition = where.sql() or "true"  # built from validated values (Filter.sql)
+                self._write("delete", lambda: self._table.delete(condition))
+                self._erase_marker.write_text(uuid.uuid4().hex)
+                self._upkeep_soon()
+        return count
+
     def _delete_locked(self, ids: Sequence[str]) -> None:
         """Delete rows that exist, holding the write lock, and have their bytes erased."""
         if not ids:

@@ -7,11 +7,13 @@ restricted to characters that cannot break out of a SQL string literal.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
 
 from subcog.errors import InvalidInput
 
@@ -303,3 +305,100 @@ def check_window(
 def iso(moment: datetime) -> str:
     """UTC, to the second, with a Z: compact and unambiguous for a model to read."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_arguments(tool: str, schema: Mapping[str, object], arguments: object) -> None:
+    """A tool's arguments against its input schema, strictly: no argument it does not take,
+    no "5" for a number nor true for 1. One sentence per problem, in our words."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator({**schema, "additionalProperties": False})
+    problems = [
+        _problem(tool, schema, _deepest(error)) for error in validator.iter_errors(arguments)
+    ]
+    if problems:
+        raise InvalidInput(" ".join(list(dict.fromkeys(problems))[:3]))
+
+
+def _deepest(error: Any) -> Any:
+    """For a value that matches none of a parameter's forms (anyOf), the error inside it, if
+    one names a part of the value (metadata's key) rather than the value as a whole."""
+    inner = [e for e in error.context or () if list(e.absolute_path) != list(error.absolute_path)]
+    return _deepest(inner[0]) if error.validator == "anyOf" and inner else error
+
+
+def _problem(tool: str, schema: Mapping[str, Any], error: Any) -> str:
+    properties: dict[str, Any] = dict(schema.get("properties", {}))
+    names = ", ".join(properties)
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and not path:
+        unknown = sorted(set(error.instance) - set(properties))
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, properties, n=1)
+            hints.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        return f"{tool} takes no argument {', '.join(hints)}; it takes {names}."
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "an argument"
+        return f"{tool} needs {missing}."
+    if error.validator == "type" and not path:
+        return f"{tool}'s arguments must be an object of {names}."
+    where = _where(path)
+    expected = _expected(properties.get(str(path[0]), {})) if path else "a value"
+    value = error.instance
+    if error.validator in ("type", "anyOf") and len(path) == 1:
+        return f"{where} must be {expected}, not {_kind(value)}."
+    if error.validator in ("type", "anyOf"):  # a list's item, or an object's value
+        spec = properties.get(str(path[0]), {})
+        kinds = [o.get("type") for o in spec.get("anyOf", [spec]) if o.get("type") != "null"]
+        inside = "a string" if "array" in kinds else "a string, number or boolean"
+        return f"{where} must be {inside}, not {_kind(value)}."
+    if error.validator == "minimum":
+        return f"{where} is {value}; use at least {error.validator_value}."
+    if error.validator == "maximum":
+        return f"{where} is {value}; use at most {error.validator_value}."
+    if error.validator == "minLength":
+        return f"{where} is empty; send at least {error.validator_value} character."
+    if error.validator == "maxLength":
+        return f"{where} has {len(value)} characters; the limit is {error.validator_value}."
+    if error.validator == "maxItems":
+        return f"{where} has {len(value)} items; at most {error.validator_value} are allowed."
+    return f"{where} is not valid: send {expected}."
+
+
+def _where(path: list[Any]) -> str:
+    name = str(path[0])
+    for part in path[1:]:
+        name += f"[{part!r}]"
+    return name
+
+
+def _expected(spec: Mapping[str, Any]) -> str:
+    """What a parameter's schema asks for, in words."""
+    kinds = [option for option in spec.get("anyOf", [spec]) if option.get("type") != "null"]
+    kind = kinds[0] if kinds else {}
+    words = {
+        "string": "a string",
+        "integer": "a whole number",
+        "number": "a number",
+        "boolean": "true or false",
+        "object": "an object of strings, numbers and booleans",
+        "array": "a list of strings",
+    }.get(str(kind.get("type")), "a value")
+    low, high = kind.get("minimum"), kind.get("maximum")
+    if low is not None and high is not None:
+        words += f" from {low} to {high}"
+    return words
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:20] + "..."
+        return f"the string {json.dumps(shown)}"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return {"list": "a list", "dict": "an object"}.get(type(value).__name__, "something else")
