@@ -43,9 +43,9 @@ from subcog.config import Settings
 from subcog.memory import Memory, open_memory
 
 GRID = {
-    "lexical": (1.5, 2.0, 2.33, 3.0),
-    "lexical_power": (1.5, 2.0, 2.5),
-    "context": (0.3, 0.4, 0.5),
+    "lexical": (1.5, 2.0, 2.33),
+    "lexical_power": (1.5, 2.0),
+    "context": (0.3, 0.4, 0.5, 0.6),
 }
 TARGETS = {"R@10": 0.78, "MRR@10": 0.53, "hit@5": 0.95, "MRR@5": 0.85}
 

@@ -526,3 +526,15 @@ def test_a_date_without_a_zone_is_a_local_one(monkeypatch: pytest.MonkeyPatch) -
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_context_lifts_a_neighbour_but_never_above_the_match_nor_lowers_it() -> None:
+    """Near-copies stored together (four writers noting the same fact): the exact match stays
+    first, though a near-copy sits next to it and its own neighbours are weak."""
+    match = candidate("match", 10, cosine=0.9)
+    near = candidate("near", 11, cosine=0.85)
+    weak = candidate("weak", 9, cosine=0.3)
+    ranked = ranking.rank([weak, near, match], "q", 3, reference=1.0, diverse=False)
+    assert [c.id for c in ranked.results][:2] == ["match", "near"]
+    assert match.score == pytest.approx(0.9)
+    assert 0.85 < near.score < 0.9

@@ -91,7 +91,7 @@ def test_forget_erases_the_text_from_every_file_and_keeps_the_rest(memory: Memor
     assert files_containing(memory.settings.data_dir, marker.encode())
 
     assert memory.forget([secret, ids[0]]).forgotten == [secret, ids[0]]
-    memory.store.erase_now()
+    memory.store.finish_erasure()
 
     assert files_containing(memory.settings.data_dir, marker.encode()) == []
     assert memory.store.count() == 11
@@ -276,7 +276,7 @@ def test_the_in_memory_copy_follows_deletes_compaction_and_other_handles(
     added = other.remember("The green kettle broke this morning.", scope="home").id
     assert memory.recall(query, limit=1, scope=everywhere).memories[0].id == added
 
-    memory.store.erase_now()  # compaction rewrites the fragments
+    memory.store.finish_erasure()  # compaction rewrites the fragments
     assert memory.recall(query, limit=1, scope=everywhere).memories[0].id == added
     assert len(memory.list(everywhere, 50)) == len(SHELF)
     again = memory.remember("The green kettle broke this morning.", scope="home")

@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from subcog.server import build_server
+    from subcog.server import Service, build_server
 
     exe = shutil.which("subcog") or sys.argv[0]
     print(
@@ -166,7 +166,11 @@ def _serve(settings: Settings) -> int:
             "More clients are in README.md. Press Ctrl-C to stop.",
             file=sys.stderr,
         )
-    build_server(settings).run("stdio")  # open stores stop their upkeep at exit (store.py)
+    service = Service(settings)
+    try:
+        build_server(settings, service).run("stdio")
+    finally:
+        service.close()  # loading finished, forgotten memories erased, upkeep stopped
     return 0
 
 
@@ -174,6 +178,14 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
     from subcog.memory import open_memory
 
     memory = open_memory(settings)
+    try:
+        return _command(command, args, settings, memory)
+    finally:
+        if memory.store.erasure_pending():  # every process that opens the store finishes it
+            memory.store.finish_erasure()
+
+
+def _command(command: str, args: argparse.Namespace, settings: Settings, memory: Memory) -> int:
     if command == "remember":
         result = memory.remember(args.text, args.tag, args.scope)
         print(f"{result.status}: {result.id} (scope {result.scope})")
@@ -200,7 +212,6 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
         forgotten = memory.forget(args.ids)
         if forgotten.forgotten:
             print("erasing the forgotten memories from disk...", file=sys.stderr)
-            memory.store.erase_now()
         for memory_id in forgotten.forgotten:
             print(f"forgotten: {memory_id}")
         for memory_id in forgotten.missing:
@@ -256,7 +267,6 @@ def _forget_all(memory: Memory, scope: str | None, yes: bool) -> int:
             return 1
     gone = memory.forget_all(scope)
     print("erasing the forgotten memories from disk...", file=sys.stderr)
-    memory.store.erase_now()
     print(f"forgotten: {gone} memories {what}")
     return 0
 
@@ -329,6 +339,9 @@ def _doctor(settings: Settings) -> int:
         print(
             f"store: OK, {store.count()} memories, {store.disk_bytes()} bytes in {store.data_dir}"
         )
+        if store.erasure_pending():
+            print("store: erasing memories forgotten earlier from the files...")
+            store.finish_erasure()
     except SubcogError as exc:
         ok = False
         print(f"store: FAILED\n{exc}")

@@ -77,6 +77,14 @@ class Loading(Generic[T]):
         self.start()
         return self._done.wait(max(0.0, deadline - time.monotonic()))
 
+    @property
+    def started(self) -> bool:
+        return self._started_at is not None
+
+    def ready(self) -> bool:
+        """Whether the value is built (and did not fail)."""
+        return self._done.is_set() and self._error is None and self._value is not None
+
     def seconds_so_far(self) -> float:
         started = self._started_at
         return 0.0 if started is None else time.monotonic() - started
@@ -101,6 +109,12 @@ class Loading(Generic[T]):
                 self._started_at = None
 
 
+# At exit, how long a server waits for loading to finish and a pending erasure to complete
+# (KEEP_OLD_VERSIONS and a pass or two of upkeep; minutes only on huge stores, which then leave
+# it to the next process).
+EXIT_WAIT_S = 20.0
+
+
 class Service:
     """Starts loading the store and the model, and hands out the Memory once both are ready."""
 
@@ -114,6 +128,21 @@ class Service:
     def start(self) -> None:
         self.store.start()
         self.embedder.start()
+
+    def close(self, timeout: float = EXIT_WAIT_S) -> None:
+        """For a server about to exit: let what is loading finish (a thread inside ONNX Runtime
+        or Lance when the interpreter shuts down can abort the process), erase what was
+        forgotten and not yet erased (or leave it to the next process, if the store stays
+        busy), and stop the store's upkeep."""
+        deadline = time.monotonic() + timeout
+        for part in (self.embedder, self.store):
+            if part.started:
+                part.wait(deadline)
+        if self.store.ready():
+            store = self.store.get()
+            if store.erasure_pending():
+                store.finish_erasure(timeout=max(0.0, deadline - time.monotonic()))
+            store.close()
 
     def memory(self) -> Memory:
         with self._making:  # two first calls at once make one Memory, one backfill

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import heapq
+import json
 import logging
 import math
 import os
@@ -270,6 +271,27 @@ class Searched:
     lexical: Results  # the best by BM25, with their scores
     semantic: Results  # the best by cosine similarity, with their cosines
     reference: Reference
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What the erase marker holds: a forget's token (a new one with every forget), and once
+    the files hold the forgotten rows no more, the table's version then and the time."""
+
+    token: str
+    rewritten: int | None = None
+    at: float | None = None
+
+    @classmethod
+    def read(cls, text: str) -> Erasure:
+        try:
+            data = json.loads(text)
+            return cls(str(data["token"]), data.get("rewritten"), data.get("at"))
+        except (ValueError, KeyError, TypeError):  # an earlier subcog's marker: a bare token
+            return cls(text.strip() or "?")
+
+    def text(self) -> str:
+        return json.dumps({"token": self.token, "rewritten": self.rewritten, "at": self.at})
 
 
 @dataclass
@@ -950,7 +972,7 @@ class Store:
             if count:
                 condition = where.sql() or "true"  # built from validated values (Filter.sql)
                 self._write("delete", lambda: self._table.delete(condition))
-                self._erase_marker.write_text(uuid.uuid4().hex)
+                self._mark_erasure(Erasure(uuid.uuid4().hex))
                 self._upkeep_soon()
         return count
 
@@ -959,7 +981,7 @@ class Store:
         if not ids:
             return
         self._write("delete", lambda: self._table.delete(col("id").isin(list(ids))))
-        self._erase_marker.write_text(uuid.uuid4().hex)
+        self._mark_erasure(Erasure(uuid.uuid4().hex))
         self._upkeep_soon()
 
     def _arrow(self, rows: Sequence[Row], schema: pa.Schema) -> pa.Table:
@@ -1135,11 +1157,23 @@ class Store:
 
         threading.Thread(target=poll, name="subcog-upkeep-watch", daemon=True).start()
 
-    def _erase_pending(self) -> str | None:
+    def _erase_pending(self) -> Erasure | None:
+        """The erasure a forget asked for and nobody finished, if any (the marker file)."""
         try:
-            return self._erase_marker.read_text()
+            text = self._erase_marker.read_text()
         except OSError:
             return None
+        return Erasure.read(text)
+
+    def _mark_erasure(self, erasure: Erasure) -> None:
+        """Write the marker whole (another process may read it meanwhile)."""
+        staging = self._erase_marker.with_name(f".erase-{os.getpid()}-{threading.get_ident()}")
+        staging.write_text(erasure.text())
+        os.replace(staging, self._erase_marker)
+
+    def erasure_pending(self) -> bool:
+        """Whether forgotten memories may still be in the files (see finish_erasure)."""
+        return self._erase_pending() is not None
 
     def upkeep(self) -> bool:
         """Compact small fragments, erase deleted rows from the files, fold new rows into the
@@ -1163,12 +1197,12 @@ class Store:
                     rewrote = self._table.version != before
                 finally:
                     self._lock.release()  # the index pass keeps only the index lock
-                self._index(rebuild_words=erasing is not None)
+                self._index(rebuild_words=erasing is not None and erasing.rewritten is None)
+                if erasing is not None:
+                    self._advance(erasing)
             finally:
                 self._index_lock.release()
-            if erasing is not None and self._erase_pending() == erasing:
-                self._erase_marker.unlink()
-            if erasing is not None or rewrote:
+            if rewrote:
                 # The versions (and files) this pass replaced are dropped once old enough.
                 self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
             if rewrote:  # the in-memory copy reads (and counts) the new fragments here, not in
@@ -1179,6 +1213,34 @@ class Store:
             return False
         finally:
             self._upkeep_running.release()
+
+    def _advance(self, erasing: Erasure) -> None:
+        """Take a pending erasure one step on, holding the index lock, after a compaction that
+        rewrote every fragment with a deleted row (and, in its first step, a new full-text
+        index): first record the version from which no data holds the forgotten rows; once
+        the versions before it are old enough to be dropped, and dropped, remove the marker.
+        A forget meanwhile writes a new marker, which starts again. The marker stays on disk
+        until then, so an exit at any point leaves the erasure to the next process."""
+        if erasing.rewritten is None:
+            done = Erasure(erasing.token, self._table.version, time.time())
+            with self._locked():  # forgets write the marker under it
+                if self._erase_pending() == erasing:
+                    self._mark_erasure(done)
+            self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
+            return
+        waited = time.time() - (erasing.at or 0.0)
+        if waited < KEEP_OLD_VERSIONS.total_seconds():
+            self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() - waited + 0.5)
+            return
+        import lance
+
+        oldest = min(v["version"] for v in lance.dataset(str(self._uri)).versions())
+        if oldest < erasing.rewritten:  # not dropped yet (the cleanup ran too soon): again
+            self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
+            return
+        with self._locked():
+            if self._erase_pending() == erasing:
+                self._erase_marker.unlink()
 
     def _compaction_locks(self, timeout: float) -> bool:
         """The index lock, then the write lock: compaction needs both, since Lance refuses a
@@ -1275,25 +1337,27 @@ class Store:
             time.sleep(0.2)
         return True
 
-    def erase_now(self) -> None:
-        """Erase forgotten rows before returning, for a process about to exit (the CLI)."""
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while self._erase_pending() is not None and time.monotonic() < deadline:
+    def finish_erasure(self, timeout: float = 2 * LOCK_TIMEOUT_S) -> bool:
+        """Erase forgotten rows from the files before returning, for a process about to exit
+        (about KEEP_OLD_VERSIONS and a second); True when nothing is left to erase. If the
+        store stays busy, the marker stays for the next process that opens it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            erasing = self._erase_pending()
+            if erasing is None:
+                return True
+            if erasing.at is not None:  # the old versions can go once old enough
+                time.sleep(
+                    min(max(0.0, erasing.at + KEEP_OLD_VERSIONS.total_seconds() - time.time()), 5.0)
+                )
             if not self.upkeep():
                 time.sleep(0.2)
-        time.sleep(KEEP_OLD_VERSIONS.total_seconds() + 0.5)
-        if not self._compaction_locks(timeout=LOCK_TIMEOUT_S):
-            log.warning(
-                "the store stayed busy for %.0f s; the forgotten rows' old versions will be "
-                "dropped by the next upkeep",
-                LOCK_TIMEOUT_S,
-            )
-            return
-        try:
-            self._compact()
-        finally:
-            self._lock.release()
-            self._index_lock.release()
+        log.warning(
+            "the store stayed busy; the forgotten memories will be erased from the files by "
+            "the next subcog that opens %s",
+            self.data_dir,
+        )
+        return False
 
 
 class Later:

@@ -122,4 +122,7 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         f"subcog: clients must send 'Authorization: Bearer <token>'; the token is {where}",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        service.close()
