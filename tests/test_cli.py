@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from subcog.cli import main
+from subcog.cli import EXIT_FILE, EXIT_INVALID, EXIT_MODEL, EXIT_NO_SPACE, main
 from subcog.config import Settings
 from subcog.memory import open_store
 from subcog.store import Store
@@ -63,13 +63,60 @@ def test_cli_remember_recall_list_stats_and_forget(capsys: pytest.CaptureFixture
     assert out.strip() == "No memories found."
 
 
-def test_cli_bad_input_exits_nonzero_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "recall", "x", "--limit", "0")
-    assert code == 1
-    assert "limit is 0" in err
-    code, _, err = run(capsys, "forget", "nope")
-    assert code == 1
-    assert "is not a memory id" in err
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A model that cannot load (EXIT_MODEL): a command that fails otherwise failed first."""
+    monkeypatch.setenv("SUBCOG_MODEL_PATH", str(tmp_path / "no-such-model"))
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["recall", "x", "--limit", "0"], EXIT_INVALID, "limit is 0"),
+        (["forget", "nope"], EXIT_INVALID, "is not a memory id"),
+        (["recall", "x", "--since", "9999-12-31T23:59:59-14:00"], EXIT_INVALID, "since"),
+        (["recall", "x", "--since", "tomorrow", "--until", "yesterday"], EXIT_INVALID, "swap"),
+        (["remember", "   "], EXIT_INVALID, "content is empty"),
+        (["remember", "x", "--scope", "no spaces"], EXIT_INVALID, "scope 'no spaces'"),
+        (["list", "--limit", "0"], EXIT_INVALID, "--limit must be at least 1"),
+        (["export", "no-such-dir/out.jsonl"], EXIT_FILE, "no-such-dir: no such directory"),
+        (["import", "no-such-file.jsonl"], EXIT_FILE, "no-such-file.jsonl: No such file"),
+    ],
+)
+def test_a_wrong_argument_gets_one_sentence_and_its_exit_code_before_anything_loads(
+    capsys: pytest.CaptureFixture[str], no_model: None, args: list[str], code: int, says: str
+) -> None:
+    exit_code, out, err = run(capsys, *args)
+    assert (exit_code, out) == (code, "")
+    assert err.startswith("subcog: ")
+    assert says in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_a_port_out_of_range_is_refused_by_the_command_line(
+    capsys: pytest.CaptureFixture[str], no_model: None
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--transport", "http", "--port", "99999"])
+    assert exited.value.code == EXIT_INVALID
+    assert "99999 is not a port: use 1 to 65535" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_load_has_its_own_exit_code(
+    capsys: pytest.CaptureFixture[str], no_model: None
+) -> None:
+    code, _, err = run(capsys, "recall", "anything")
+    assert code == EXIT_MODEL
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_says_where_to_free_space(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "remember", "Something worth exporting.")[0] == 0
+    code, _, err = run(capsys, "export", "/dev/full")
+    assert code == EXIT_NO_SPACE
+    assert err.strip() == "subcog: No space left on device: free space under /dev"
 
 
 def test_doctor_checks_the_model_and_store_and_prints_every_path(

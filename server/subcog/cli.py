@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import shutil
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subcog import __version__
+from subcog import validation as check
 from subcog.config import Settings
-from subcog.errors import SubcogError
+from subcog.errors import (
+    InvalidInput,
+    InvalidSetting,
+    ModelMismatch,
+    ModelUnavailable,
+    StoreBusy,
+    SubcogError,
+)
 
 if TYPE_CHECKING:
     from subcog.memory import Memory
@@ -29,11 +39,31 @@ COMMANDS = {
     "forget": "Delete memories by id.",
     "list": "Show the most recent memories.",
     "stats": "Count, scopes, data dir, model and disk size.",
-    "doctor": "Check model resolution and the store, and print every path used.",
+    "doctor": "Check the model, read every file of the store, and print every path used.",
+    "repair": "Rebuild a damaged store from every memory that can be read; keep the bad files.",
     "import": "Remember every line of a JSONL file, in batches; importing twice adds nothing.",
     "export": "Write every memory as JSONL: id, content, tags, scope, metadata, created_at.",
     "reindex": "Re-embed every memory with the configured model (SUBCOG_MODEL).",
 }
+
+# Exit codes (README, "Command line"). argparse exits with 2 for a malformed command line too.
+EXIT_PARTLY = 1  # it ran, but part of it failed: ids not found, bad lines in an import
+EXIT_INVALID = 2  # an argument or input was refused; nothing was changed
+EXIT_MODEL = 3  # the embedding model could not be loaded
+EXIT_STORE = 4  # the store: held by another process, built with another model, or damaged
+EXIT_NO_SPACE = 5  # the disk is full
+EXIT_FILE = 6  # a file could not be read or written
+EXIT_INTERRUPTED = 130
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1 to 65535")
+    return port
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         "--transport", choices=["stdio", "http"], default="stdio", help="default: stdio"
     )
     sub["serve"].add_argument("--host", default="127.0.0.1", help="HTTP only (default 127.0.0.1)")
-    sub["serve"].add_argument("--port", type=int, default=8765, help="HTTP only (default 8765)")
+    sub["serve"].add_argument("--port", type=_port, default=8765, help="HTTP only (default 8765)")
 
     sub["remember"].add_argument("text", help="the fact to remember")
     sub["remember"].add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
@@ -111,39 +141,122 @@ def _big_blocks_back_to_the_system() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
+    try:
+        return _main(command, args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except InvalidInput as exc:
+        return _fail(str(exc), EXIT_INVALID)
+    except InvalidSetting as exc:
+        return _fail(str(exc), EXIT_INVALID)
+    except ModelUnavailable as exc:
+        return _fail(str(exc), EXIT_MODEL)
+    except (ModelMismatch, StoreBusy) as exc:
+        return _fail(str(exc), EXIT_STORE)
+    except SubcogError as exc:
+        return _fail(str(exc), EXIT_PARTLY)
+    except Exception as exc:  # a user's situation, not a bug: one sentence, no traceback
+        if _no_space(exc):
+            where = _written_under(command, args)
+            return _fail(f"No space left on device: free space under {where}", EXIT_NO_SPACE)
+        if isinstance(exc, OSError):
+            return _fail(_os_error(exc), EXIT_FILE)
+        log.debug("unexpected error", exc_info=True)
+        return _fail(
+            f"unexpected error ({type(exc).__name__}: {exc}). Run again with "
+            "SUBCOG_LOG_LEVEL=DEBUG to see where, and report it.",
+            EXIT_PARTLY,
+        )
+
+
+def _fail(sentence: str, code: int) -> int:
+    print(f"subcog: {sentence}", file=sys.stderr)
+    return code
+
+
+def _no_space(exc: BaseException | None) -> bool:
+    """Whether a full disk caused this error: errno ENOSPC, or Lance's text for it."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _written_under(command: str, args: argparse.Namespace) -> Path:
+    if command == "export" and args.file is not None:
+        return Path(args.file).resolve().parent
+    return Settings.from_env().data_dir
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what}" if exc.filename else what
+
+
+def _checked(command: str, args: argparse.Namespace, settings: Settings) -> None:
+    """Check a command's arguments before the model and the store load (seconds), with the
+    checks the tools use. Raises InvalidInput, or OSError for a file that cannot be used."""
+    if getattr(args, "scope", None) not in (None, check.ALL_SCOPES):
+        check.check_scope(args.scope)
+    if getattr(args, "tag", None):
+        check.check_tags(args.tag, settings.max_tags)
+    if command == "remember":
+        check.check_content(args.text, settings.max_content_chars)
+    elif command == "recall":
+        check.check_query(args.query, required=False)
+        check.check_limit(args.limit)
+        check.check_window(args.since, args.until)
+    elif command == "forget" and args.ids:
+        check.check_ids(args.ids)
+    elif command == "list" and args.limit < 1:
+        raise InvalidInput("--limit must be at least 1.")
+    elif command == "import":
+        with args.file.open(encoding="utf-8"):  # exists, is a file, may be read
+            pass
+    elif command == "export" and args.file is not None:
+        target = Path(args.file)
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(target))
+        folder = target.resolve().parent
+        if not folder.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such directory", str(folder))
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(errno.EACCES, "the directory cannot be written", str(folder))
+
+
+def _main(command: str, args: argparse.Namespace) -> int:
     os.umask(0o077)  # whatever subcog creates is readable by its owner only
     # numpy's OpenBLAS spreads even a matrix-vector product over every core, and its threads
     # spin afterwards, in the way of the next embedding and of Lance: one thread is faster here
     # (recall p50 12.0 -> 7.1 ms at 10,000 memories). Read when numpy loads, which is later.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _big_blocks_back_to_the_system()
-    try:
-        settings = Settings.from_env()
-        # subcog's own lines at SUBCOG_LOG_LEVEL; other libraries' only when they warn (ONNX
-        # Runtime's quantiser explains every tensor at INFO, on the root logger).
-        logging.basicConfig(
-            level=logging.WARNING,
-            stream=sys.stderr,
-            format="%(asctime)s subcog %(levelname)s %(name)s: %(message)s",
-        )
-        logging.getLogger("subcog").setLevel(settings.log_level)
-        if command == "serve" and getattr(args, "transport", "stdio") == "http":
-            from subcog.web import serve_http
+    settings = Settings.from_env()
+    # subcog's own lines at SUBCOG_LOG_LEVEL; other libraries' only when they warn (ONNX
+    # Runtime's quantiser explains every tensor at INFO, on the root logger).
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s subcog %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("subcog").setLevel(settings.log_level)
+    _checked(command, args, settings)
+    if command == "serve" and getattr(args, "transport", "stdio") == "http":
+        from subcog.web import serve_http
 
-            serve_http(settings, args.host, args.port)
-            return 0
-        if command == "serve":
-            return _serve(settings)
-        if command == "doctor":
-            return _doctor(settings)
-        if command == "reindex":
-            return _reindex(settings)
-        return _run(command, args, settings)
-    except SubcogError as exc:
-        print(f"subcog: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        serve_http(settings, args.host, args.port)
+        return 0
+    if command == "serve":
+        return _serve(settings)
+    if command == "doctor":
+        return _doctor(settings)
+    if command == "repair":
+        return _repair(settings)
+    if command == "reindex":
+        return _reindex(settings)
+    return _run(command, args, settings)
 
 
 def _serve(settings: Settings) -> int:
@@ -179,10 +292,15 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
 
     memory = open_memory(settings)
     try:
-        return _command(command, args, settings, memory)
+        code = _command(command, args, settings, memory)
     finally:
         if memory.store.erasure_pending():  # every process that opens the store finishes it
             memory.store.finish_erasure()
+    if code == 0 and memory.store.damage():
+        # What could be read was done; the warning on stderr said what could not, and what to
+        # run. The exit code tells a script.
+        return EXIT_STORE
+    return code
 
 
 def _command(command: str, args: argparse.Namespace, settings: Settings, memory: Memory) -> int:
@@ -208,7 +326,7 @@ def _command(command: str, args: argparse.Namespace, settings: Settings, memory:
     elif command == "forget":
         if not args.ids:
             print("subcog: give the ids to forget (see `subcog recall`), or --all", file=sys.stderr)
-            return 2
+            return EXIT_INVALID
         forgotten = memory.forget(args.ids)
         if forgotten.forgotten:
             print("erasing the forgotten memories from disk...", file=sys.stderr)
@@ -237,9 +355,9 @@ def _command(command: str, args: argparse.Namespace, settings: Settings, memory:
     elif command == "stats":
         stats = memory.stats()
         if args.json:
-            _print_json(stats.model_dump())
+            _print_json(stats.model_dump(exclude_none=True))
         else:
-            for key, value in stats.model_dump().items():
+            for key, value in stats.model_dump(exclude_none=True).items():
                 print(f"{key}: {value}")
     return 0
 
@@ -260,7 +378,7 @@ def _forget_all(memory: Memory, scope: str | None, yes: bool) -> int:
                 f"subcog: this would forget all {count} memories {what}; add --yes to confirm",
                 file=sys.stderr,
             )
-            return 2
+            return EXIT_INVALID
         answer = input(f"Forget all {count} memories {what}? This cannot be undone. [y/N] ")
         if answer.strip().lower() not in {"y", "yes"}:
             print("nothing forgotten")
@@ -294,16 +412,12 @@ def _reindex(settings: Settings) -> int:
 def _import(memory: Memory, path: Path) -> int:
     from tqdm import tqdm
 
-    try:
-        with path.open(encoding="utf-8") as handle:
-            total = sum(1 for line in handle if line.strip())
-            handle.seek(0)
-            bar = tqdm(total=total, unit="memories", file=sys.stderr, desc="import")
-            with bar, memory.store.bulk():
-                report = memory.import_jsonl(handle, progress=bar.update)
-    except OSError as exc:
-        print(f"subcog: cannot read {path}: {exc}", file=sys.stderr)
-        return 1
+    with path.open(encoding="utf-8") as handle:
+        total = sum(1 for line in handle if line.strip())
+        handle.seek(0)
+        bar = tqdm(total=total, unit="memories", file=sys.stderr, desc="import")
+        with bar, memory.store.bulk():
+            report = memory.import_jsonl(handle, progress=bar.update)
     bad = len(report.bad_lines)
     print(f"added {report.added}, already present {report.existing}, bad lines {bad}")
     memory.store.upkeep_now()  # compact and index now, so the store is ready for searches
@@ -316,7 +430,7 @@ def _doctor(settings: Settings) -> int:
     from subcog.embedder import bundle_files, load_embedder, snapshot_dir
     from subcog.memory import open_store
 
-    ok = True
+    code = 0
     print(f"subcog {__version__}, Python {sys.version.split()[0]}")
     print(f"data dir (SUBCOG_DATA_DIR):   {settings.data_dir}")
     print(f"cache dir (SUBCOG_CACHE_DIR): {settings.cache_dir}")
@@ -332,17 +446,51 @@ def _doctor(settings: Settings) -> int:
         print(f"  from {source.kind}: {source.location}")
         print(f"  running: {embedder.int8 or 'the model as provided'}")
     except SubcogError as exc:
-        ok = False
+        code = EXIT_MODEL
         print(f"model: FAILED\n{exc}")
     try:
         store = open_store(settings)
-        print(
-            f"store: OK, {store.count()} memories, {store.disk_bytes()} bytes in {store.data_dir}"
-        )
+        count, size = store.count(), store.disk_bytes()
+        damage = store.examine()  # every data, deletion and index file, read to its end
+        if damage:
+            code = EXIT_STORE
+            print(f"store: DAMAGED, {count} memories, {size} bytes in {store.data_dir}")
+            for file in damage.files:
+                print(f"  cannot read {file.describe()}: {file.error}")
+            print(
+                f"  {damage.unreadable} memories cannot be read. Run `subcog repair`: it keeps "
+                "a copy of these files, rebuilds the store from every memory that can be read, "
+                "and builds the indexes again."
+            )
+        else:
+            print(f"store: OK, {count} memories, {size} bytes in {store.data_dir}")
+            print("  every data and index file reads to its end")
         if store.erasure_pending():
             print("store: erasing memories forgotten earlier from the files...")
             store.finish_erasure()
     except SubcogError as exc:
-        ok = False
+        code = EXIT_STORE
         print(f"store: FAILED\n{exc}")
-    return 0 if ok else 1
+    return code
+
+
+def _repair(settings: Settings) -> int:
+    from subcog.memory import open_store
+
+    store = open_store(settings)  # the model is not needed: the rows keep their vectors
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    repaired = store.repair(settings.data_dir / f"damaged-{stamp}")
+    if not repaired.damage:
+        print(
+            f"nothing to repair: every file of the store reads to its end ({repaired.recovered}"
+            " memories)"
+        )
+        return 0
+    print(f"kept a copy of the damaged files in {repaired.kept_in}")
+    rebuilt = sorted(repaired.damage.indexes)
+    if repaired.damage.fragments:
+        print(f"rebuilt the store from every row that could be read: {repaired.recovered} memories")
+        print(f"could not recover {repaired.lost} memories")
+    if rebuilt:
+        print(f"built the damaged indexes again: {', '.join(rebuilt)}")
+    return 0

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from subcog.damage import Damage
     from subcog.embedder import Embedder
     from subcog.store import Filter, Reference, Row, Store
 
@@ -112,6 +113,14 @@ class Imported(BaseModel):
     bad_lines: list[tuple[int, str]] = Field(default_factory=list)
 
 
+class Damaged(BaseModel):
+    """A store with files that cannot be read (see `subcog doctor`)."""
+
+    unreadable_memories: int
+    damaged_files: list[str]
+    what_to_do: str
+
+
 class Stats(BaseModel):
     count: int
     scopes: dict[str, int]
@@ -119,6 +128,9 @@ class Stats(BaseModel):
     model: str
     model_source: str
     disk_bytes: int
+    damaged: Damaged | None = Field(
+        default=None, description="Present only when a file of the store cannot be read."
+    )
 
 
 # Memories shorter than this many characters cannot exceed the model's window (a word piece
@@ -539,7 +551,18 @@ class Memory:
             model=self.embedder.name,
             model_source=f"{self.embedder.source.kind}: {self.embedder.source.location}",
             disk_bytes=self.store.disk_bytes(),
+            damaged=_damaged(self.store.damage()),
         )
+
+
+def _damaged(damage: Damage) -> Damaged | None:
+    if not damage:
+        return None
+    return Damaged(
+        unreadable_memories=damage.unreadable,
+        damaged_files=[file.describe() for file in damage.files],
+        what_to_do=damage.summary(),
+    )
 
 
 def open_memory(settings: Settings) -> Memory:

@@ -12,6 +12,7 @@ to LanceDB and its vector index instead.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from subcog.analysis import Holders, holders
+from subcog.damage import UNREADABLE, what_lance_said
 
 if TYPE_CHECKING:
     from lance import LanceDataset
@@ -37,6 +39,7 @@ _NO_WINDOWS = np.zeros((0, 0), dtype=np.float32)
 ROW_COLUMNS = ["id", "content", "content_hash", "tags", "scope", "metadata", "created_at"]
 MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]  # a found row
 _EPOCH = datetime(1970, 1, 1)
+log = logging.getLogger(__name__)
 
 
 def micros(moment: datetime) -> int:
@@ -216,6 +219,8 @@ class Snapshot:
     dataset: LanceDataset
     blocks: tuple[Block, ...] | None  # None: more rows than the mirror keeps
     fragments: dict[int, int] = field(default_factory=dict)  # fragment id: index in blocks
+    # fragment id: live rows, for each fragment whose files could not be read (damage.py)
+    unreadable: dict[int, int] = field(default_factory=dict)
 
     def words(self, text: str, limit: int, where: str | None, dimension: int) -> Hits:
         """The `limit` best rows by BM25 for `text` among those passing the filter (SQL), best
@@ -231,12 +236,20 @@ class Snapshot:
             limit=limit,
         )
         rowids = found["_rowid"].to_numpy().astype(np.int64)
+        scores = found["_score"].to_numpy().astype(np.float64)
+        if self.unreadable:  # the index still names the rows of a damaged file: not found
+            readable = np.array([f in self.fragments for f in (rowids >> 32).tolist()], dtype=bool)
+            rowids, scores = rowids[readable], scores[readable]
         which = np.array([self.fragments[f] for f in (rowids >> 32).tolist()], dtype=np.int64)
         local = np.zeros(len(rowids), dtype=np.int64)
         for index in np.unique(which):
             chosen = which == index
             local[chosen] = np.searchsorted(self.blocks[index].offsets, rowids[chosen] & 0xFFFFFFFF)
-        return self._hits(which, local, found["_score"].to_numpy().astype(np.float64), dimension)
+        return self._hits(which, local, scores, dimension)
+
+    def none(self, dimension: int) -> Hits:
+        """No rows: what a search finds when its index cannot be read."""
+        return self._hits(_NONE, _NONE, np.zeros(0), dimension)
 
     def find(self, keys: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], dict[str, Any]]:
         """The rows with these keys: ("id", id) or ("text", scope, content_hash)."""
@@ -270,7 +283,7 @@ class Snapshot:
         every = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
         count = min(limit, int(np.isfinite(every).sum()))
         if count == 0:
-            return self._hits(_NONE, _NONE, np.zeros(0), vector.shape[0])
+            return self.none(vector.shape[0])
         best = np.argpartition(-every, count - 1)[:count]
         best = best[np.argsort(-every[best], kind="stable")]
         starts = np.cumsum([0, *(len(b) for b in self.blocks)])
@@ -433,6 +446,9 @@ class Mirror:
         self._head: LanceDataset | None = None
         self._snapshot: Snapshot | None = None
         self._blocks: dict[Hashable, Block] = {}  # by the fragment's metadata: files and deletions
+        # Fragments that failed to read, by the same key: (fragment id, live rows). Tried again
+        # only once the fragment changes (a repair replaces it).
+        self._unreadable: dict[Hashable, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
     def dataset(self) -> LanceDataset:
@@ -457,18 +473,42 @@ class Mirror:
                 rows = sum(fragment.metadata.num_rows for fragment in fragments)
             blocks: tuple[Block, ...] | None = None
             kept: dict[Hashable, Block] = {}
+            unreadable: dict[Hashable, tuple[int, int]] = {}
             if rows <= self.max_rows:
                 for fragment in fragments:
                     key = _key(fragment)
-                    kept[key] = self._blocks.get(key) or Block.read(fragment)
+                    block = self._blocks.get(key)
+                    if block is None and key not in self._unreadable:
+                        block = self._read_block(fragment)
+                    if block is None:
+                        unreadable[key] = (fragment.fragment_id, _live(fragment))
+                        continue
+                    kept[key] = block
                     if rows <= self.counted_rows:
-                        kept[key].counted()
+                        block.counted()
                 blocks = tuple(block for block in kept.values() if len(block))
-            self._blocks = kept
+            self._blocks, self._unreadable = kept, unreadable
             pinned = head.checkout_version(head.version)
             placed = {block.fragment: i for i, block in enumerate(blocks or ())}
-            self._snapshot = Snapshot(head.version, pinned, blocks, placed)
+            lost = dict(unreadable.values())
+            self._snapshot = Snapshot(head.version, pinned, blocks, placed, lost)
             return self._snapshot
+
+    def _read_block(self, fragment: LanceFragment) -> Block | None:
+        """The fragment's rows, or None if one of its files cannot be read: the other
+        fragments' memories are served, and the store reports the damage (store.damage)."""
+        try:
+            return Block.read(fragment)
+        except UNREADABLE as error:
+            log.warning(
+                "%d memories in the store at %s cannot be read (%s); they are left out of every "
+                "search and listing. Run `subcog doctor` to see the damaged files, and `subcog "
+                "repair` to rebuild the store from every memory that can be read.",
+                _live(fragment),
+                self._uri.parent.parent,
+                what_lance_said(error),
+            )
+            return None
 
     def added(self, table: pa.Table, before: int, written: LanceDataset) -> None:
         """Our own add of `table` after version `before`, `written` the dataset at its commit:
@@ -490,7 +530,7 @@ class Mirror:
     def forget(self) -> None:
         """Drop the copy: the next read builds it again (after the vectors were replaced)."""
         with self._lock:
-            self._blocks, self._snapshot = {}, None
+            self._blocks, self._snapshot, self._unreadable = {}, None, {}
 
     def _latest(self) -> LanceDataset:
         if self._head is None:
@@ -521,6 +561,15 @@ def _key(fragment: LanceFragment) -> Hashable:
         tuple((_path(file), tuple(file.fields)) for file in meta.files),
         None if deleted is None else (deleted.read_version, deleted.id, deleted.num_deleted_rows),
     )
+
+
+def _live(fragment: LanceFragment) -> int:
+    """The fragment's rows less its deleted ones; its physical rows if the deletions are
+    unreadable too."""
+    try:
+        return int(fragment.count_rows())
+    except UNREADABLE:
+        return int(fragment.metadata.physical_rows or 0)
 
 
 def _path(file: DataFile) -> str:

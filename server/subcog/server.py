@@ -399,7 +399,7 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
     )
     def stats() -> str:
         with _resource_errors("memory://stats"):
-            return service.memory().stats().model_dump_json()
+            return service.memory().stats().model_dump_json(exclude_none=True)
 
     @server.resource(
         "memory://recent",

@@ -37,6 +37,17 @@ from lancedb.expr import col, lit
 from lancedb.index import FTS, Bitmap, BTree, HnswSq
 
 from subcog.analysis import WORDS, tokens
+from subcog.damage import (
+    UNREADABLE,
+    Damage,
+    DamagedFile,
+    examine,
+    examine_fragment,
+    keep_copies,
+    rewrite,
+    segments,
+    what_lance_said,
+)
 from subcog.errors import MissingIds, ModelMismatch, StoreBusy, SubcogError
 from subcog.mirror import MEMORY_COLUMNS, Hits, Mirror, Snapshot
 
@@ -377,6 +388,11 @@ class Store:
     _best_scores: dict[str, tuple[float, int, int]] = field(init=False, default_factory=dict)
     # The full-text search runs here while the caller searches the vectors.
     _searches: ThreadPoolExecutor = field(init=False, repr=False)
+    # Damage found while serving (damage.py): indexes whose search failed, by name: (its parts,
+    # Lance said); the damaged files of unreadable fragments, by the fragment's data files.
+    _broken: dict[str, tuple[frozenset[str], str]] = field(init=False, default_factory=dict)
+    _named: dict[tuple[str, ...], tuple[DamagedFile, ...]] = field(init=False, default_factory=dict)
+    _told_waiting: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -550,6 +566,15 @@ class Store:
         """Rows matching a filter, without vector search, as an Arrow table."""
 
         def run() -> pa.Table:
+            snapshot = self._mirror.latest()
+            if snapshot.unreadable:  # a damaged file: the other fragments' rows
+                dataset = snapshot.dataset
+                readable = [
+                    f for f in dataset.get_fragments() if f.fragment_id not in snapshot.unreadable
+                ]
+                scan = dataset.scanner(columns, filter=where, limit=limit, fragments=readable)
+                found: pa.Table = scan.to_table()
+                return found
             query = self._table.search()
             if where:
                 query = query.where(where)
@@ -644,12 +669,16 @@ class Store:
                 best > 0 and abs(rows - then) <= BEST_SCORE_DRIFT * then
             ):
                 return best
-        found = snapshot.dataset.to_table(  # the index only: rows not yet folded into it
-            full_text_query={"query": piece, "columns": ["content"]},  # would be read whole
-            columns=["_score"],
-            limit=1,
-            fast_search=True,
-        )
+        try:
+            found = snapshot.dataset.to_table(  # the index only: rows not yet folded into it
+                full_text_query={"query": piece, "columns": ["content"]},  # would be read whole
+                columns=["_score"],
+                limit=1,
+                fast_search=True,
+            )
+        except UNREADABLE as error:
+            self._index_failed(snapshot, ["content"], error)
+            return 0.0
         best = float(found["_score"][0].as_py()) if found.num_rows else 0.0
         if len(self._best_scores) >= BEST_SCORES_KEPT:
             self._best_scores.clear()
@@ -657,6 +686,19 @@ class Store:
         return best
 
     def _words(
+        self, snapshot: Snapshot, text: str, depth: int, where: Filter, sql: str | None
+    ) -> Results:
+        """The best `depth` memories by BM25. None, if the full-text index cannot be read: the
+        search goes on by meaning alone while upkeep builds the index again."""
+        try:
+            return self._words_searched(snapshot, text, depth, where, sql)
+        except UNREADABLE as error:
+            self._index_failed(snapshot, ["content"], error)
+        if snapshot.blocks is not None:
+            return snapshot.none(self.dimension)
+        return Found.of(snapshot.dataset.schema.empty_table(), np.zeros(0))
+
+    def _words_searched(
         self, snapshot: Snapshot, text: str, depth: int, where: Filter, sql: str | None
     ) -> Results:
         # A match query: the words are searched as they are, OR-ed, never parsed as a query
@@ -1147,6 +1189,114 @@ class Store:
         """Read the rows into memory now rather than in the first search."""
         self._read("warm", self._mirror.latest)
 
+    # Damage (damage.py): a file that cannot be read costs the memories it holds, not the store.
+
+    def _index_failed(self, snapshot: Snapshot, columns: list[str], error: BaseException) -> None:
+        """An index on `columns` failed a search: say so once, and have upkeep build it again."""
+        parts = [s for s in segments(snapshot.dataset) if list(s.columns) == columns]
+        if not parts:
+            return
+        name, uuids = parts[0].index, frozenset(s.uuid for s in parts)
+        if self._broken.get(name, (None,))[0] == uuids:
+            return
+        self._broken[name] = (uuids, what_lance_said(error))
+        log.warning(
+            "the index %s of the store in %s cannot be read (%s); searches go on without it "
+            "while it is built again. If this repeats, run `subcog repair`.",
+            name,
+            self.data_dir,
+            self._broken[name][1],
+        )
+        self._upkeep_soon()
+
+    @staticmethod
+    def _index_parts(dataset: LanceDataset) -> dict[str, frozenset[str]]:
+        """Each index's name: the uuids of its parts, which change when it is built again."""
+        parts: dict[str, set[str]] = {}
+        for segment in segments(dataset):
+            parts.setdefault(segment.index, set()).add(segment.uuid)
+        return {name: frozenset(uuids) for name, uuids in parts.items()}
+
+    def damage(self) -> Damage:
+        """What this process found it cannot read in the latest version: the fragments that
+        failed to load (with their damaged files named) and the indexes that failed a search.
+        Free while nothing failed; `examine` reads every file."""
+        snapshot = self._read("damage", self._mirror.latest)
+        if not snapshot.unreadable and not self._broken:
+            return Damage(snapshot.version)
+        files: list[DamagedFile] = []
+        for fragment in snapshot.dataset.get_fragments():
+            if fragment.fragment_id not in snapshot.unreadable:
+                continue
+            key = tuple(str(f.path) for f in fragment.metadata.files)
+            if key not in self._named:
+                self._named[key] = tuple(examine_fragment(self._uri, fragment)) or (
+                    DamagedFile(
+                        f"data/{key[0]}" if key else "data",
+                        "data",
+                        snapshot.unreadable[fragment.fragment_id],
+                        "could not be read",
+                    ),
+                )
+            files.extend(self._named[key])
+        current = self._index_parts(snapshot.dataset) if self._broken else {}
+        for name, (uuids, error) in list(self._broken.items()):
+            if current.get(name) != uuids:
+                del self._broken[name]  # built again since
+                continue
+            for uid in sorted(uuids):
+                files.append(DamagedFile(f"_indices/{uid}", "index", 0, error, name))
+        return Damage(snapshot.version, tuple(files), dict(snapshot.unreadable))
+
+    def examine(self) -> Damage:
+        """Read every data, deletion and index file of the latest version to its end."""
+        return self._read("examine", lambda: examine(self._uri, self._mirror.dataset()))
+
+    def repair(self, keep_in: Path) -> Repaired:
+        """Rebuild what `examine` finds damaged: the damaged files are copied under `keep_in`;
+        if a data or deletion file is damaged, the table is written again from every row that
+        can be read (old versions and their files dropped at once, a pending erasure with
+        them); every index with a damaged file, or lost in the rewrite, is built again.
+
+        Holds both locks throughout, so other processes' writes wait (StoreBusy past
+        LOCK_TIMEOUT_S); their searches read the old version until the new one commits."""
+        import lance
+
+        if not self._compaction_locks(timeout=LOCK_TIMEOUT_S):
+            raise StoreBusy(
+                f"Another process held the lock on {self.data_dir} for over "
+                f"{LOCK_TIMEOUT_S:.0f} s. Try again shortly."
+            )
+        try:
+            with self._upkeep_running:
+                dataset = lance.dataset(str(self._uri))
+                damage = examine(self._uri, dataset)
+                if not damage:
+                    return Repaired(damage, None, dataset.count_rows())
+                keep_copies(self._uri, damage, keep_in)
+                if damage.fragments:
+                    counts = rewrite(self._uri, dataset, damage)
+                    recovered, lost = counts.recovered, counts.lost
+                else:
+                    recovered, lost = dataset.count_rows(), 0
+                    for name in damage.indexes:
+                        self._table.drop_index(name)
+                self._table.checkout_latest()
+                self._ensure_indexes()
+                self._index_vectors()
+                self._broken.clear()
+                self._mirror.forget()
+                if damage.fragments:
+                    lance.dataset(str(self._uri)).cleanup_old_versions(
+                        older_than=timedelta(0), delete_unverified=True
+                    )
+                    self._erase_marker.unlink(missing_ok=True)  # nothing forgotten was copied
+                log.debug("repaired the store in %s: %d memories kept", self.data_dir, recovered)
+                return Repaired(damage, keep_in, recovered, lost)
+        finally:
+            self._lock.release()
+            self._index_lock.release()
+
     def watch(self) -> None:
         """For long-running processes: look now and then for upkeep that another process left."""
 
@@ -1192,14 +1342,19 @@ class Store:
             try:
                 try:
                     erasing = self._erase_pending()
+                    unreadable = set(self._read("refresh", self._mirror.latest).unreadable)
                     before = self._table.version
-                    self._compact()
+                    self._compact(unreadable)
                     rewrote = self._table.version != before
                 finally:
                     self._lock.release()  # the index pass keeps only the index lock
-                self._index(rebuild_words=erasing is not None and erasing.rewritten is None)
-                if erasing is not None:
-                    self._advance(erasing)
+                if unreadable:
+                    self._upkeep_while_damaged()
+                else:
+                    self._rebuild_broken()
+                    self._index(rebuild_words=erasing is not None and erasing.rewritten is None)
+                    if erasing is not None:
+                        self._advance(erasing)
             finally:
                 self._index_lock.release()
             if rewrote:
@@ -1257,24 +1412,35 @@ class Store:
             return False
         return True
 
-    def _compact(self) -> None:
+    def _compact(self, unreadable: set[int]) -> None:
         """One pass of Lance's compaction, with options LanceDB's optimize() does not expose.
 
         Fragments under FRAGMENT_ROWS rows merge; bigger ones stay, so the cost of a pass does
         not grow with the table. Any fragment with a deleted row is rewritten without it
         (materialize_deletions_threshold=0): LanceDB's delete only marks rows, and a forgotten
         memory must leave the files. Then versions older than KEEP_OLD_VERSIONS are removed,
-        with their files.
+        with their files. Fragments in `unreadable` (a damaged file) are left as they are, and so
+        are old versions: they may still hold those rows, for a better tool than ours.
         """
         import lance  # pylance, the same Lance as inside lancedb; only upkeep needs it
+        from lance.optimize import Compaction
 
-        lance.dataset(str(self._uri)).optimize.compact_files(
-            target_rows_per_fragment=FRAGMENT_ROWS,
-            materialize_deletions_threshold=0.0,
-            num_threads=1,
-        )
+        options = {
+            "target_rows_per_fragment": FRAGMENT_ROWS,
+            "materialize_deletions_threshold": 0.0,
+            "num_threads": 1,
+        }
+        dataset = lance.dataset(str(self._uri))
+        if not unreadable:
+            dataset.optimize.compact_files(**options)  # type: ignore[arg-type]
+        else:
+            plan = Compaction.plan(dataset, options)  # type: ignore[arg-type]
+            tasks = [t for t in plan.tasks if not {f.id for f in t.fragments} & unreadable]
+            if tasks:
+                Compaction.commit(dataset, [task.execute(dataset) for task in tasks])
         self._table.checkout_latest()
-        lance.dataset(str(self._uri)).cleanup_old_versions(older_than=KEEP_OLD_VERSIONS)
+        if not unreadable:  # while a file is damaged, older versions may still hold its rows
+            lance.dataset(str(self._uri)).cleanup_old_versions(older_than=KEEP_OLD_VERSIONS)
 
     def _index(self, rebuild_words: bool = False) -> None:
         """Fold new rows into the indexes, and build the vector index when it is due; with
@@ -1300,6 +1466,38 @@ class Store:
         self._table.checkout_latest()
         if not self._bulk:
             self._index_vectors()
+
+    def _upkeep_while_damaged(self) -> None:
+        """While a data file is damaged, new rows still join the indexes, but nothing that
+        reads every row runs (building an index again, finishing an erasure): that waits for
+        `subcog repair`, which the server says once."""
+        if not self._told_waiting:
+            self._told_waiting = True
+            log.warning(
+                "upkeep of the damaged store in %s waits for `subcog repair`: until then, "
+                "forgotten memories stay in its files",
+                self.data_dir,
+            )
+        if self._broken:
+            return  # an index that cannot be read cannot take new rows either
+        try:
+            self._index()
+        except UNREADABLE as error:
+            log.debug("indexing waits for the repair: %s", error)
+
+    def _rebuild_broken(self) -> None:
+        """Build again each index whose search failed (_index_failed), unless another process
+        did already. The caller holds the index lock, and no data file is damaged."""
+        if not self._broken:
+            return
+        current = self._index_parts(self._mirror.dataset())
+        for name, (uuids, _error) in list(self._broken.items()):
+            if current.get(name) == uuids:
+                self._table.drop_index(name)
+            del self._broken[name]
+        self._ensure_indexes()
+        self._table.checkout_latest()
+        log.info("built the store's damaged indexes again")
 
     def _words_due(self, name: str) -> bool:
         """Whether to fold new rows into the full-text index now. Folding rewrites it, which
@@ -1346,6 +1544,13 @@ class Store:
             erasing = self._erase_pending()
             if erasing is None:
                 return True
+            if self.damage().unreadable:
+                log.warning(
+                    "the forgotten memories will be erased from the files once "
+                    "`subcog repair` has rebuilt the damaged store in %s",
+                    self.data_dir,
+                )
+                return False
             if erasing.at is not None:  # the old versions can go once old enough
                 time.sleep(
                     min(max(0.0, erasing.at + KEEP_OLD_VERSIONS.total_seconds() - time.time()), 5.0)
@@ -1358,6 +1563,16 @@ class Store:
             self.data_dir,
         )
         return False
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """What `Store.repair` found and did."""
+
+    damage: Damage  # what examine found before the repair
+    kept_in: Path | None  # where the damaged files were copied; None when nothing was damaged
+    recovered: int  # memories in the store after the repair
+    lost: int = 0  # memories of damaged files that could not be read
 
 
 class Later:
