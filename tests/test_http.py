@@ -8,14 +8,15 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from subcog.cli import EXIT_INVALID
 from subcog.config import Settings
+from subcog.web import READ_TIMEOUT_S
 from tests.servers import INITIALIZE, call, subcog_command
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -118,8 +119,11 @@ def test_without_subcog_token_a_token_is_generated_and_kept_private(settings: Se
     assert str(token_file) in stderr
 
 
-def test_a_non_loopback_address_without_a_token_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token", [None, "a", "x" * 31])
+def test_a_non_loopback_address_without_a_long_token_is_refused(token: str | None) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SUBCOG_TOKEN"}
+    if token is not None:
+        env["SUBCOG_TOKEN"] = token
     proc = subprocess.run(
         [subcog_command(), "serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"],
         env=env,
@@ -127,6 +131,67 @@ def test_a_non_loopback_address_without_a_token_is_refused(tmp_path: Path) -> No
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == EXIT_INVALID
     assert b"Refusing to serve on 0.0.0.0" in proc.stderr
-    assert b"SUBCOG_TOKEN" in proc.stderr
+    assert b"at least 32 characters" in proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+def test_each_request_stands_alone_so_an_abandoned_client_leaves_nothing(
+    token_server: tuple[str, str],
+) -> None:
+    """Stateless: no session id is handed out, and a call needs no handshake before it."""
+    url, token = token_server
+    headers = {**HEADERS, "Authorization": f"Bearer {token}"}
+    answer = httpx2.post(url, json=INITIALIZE, headers=headers)
+    assert answer.status_code == 200
+    assert "mcp-session-id" not in answer.headers
+    call_tool = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "recall", "arguments": {"query": "anything"}},
+    }
+    answer = httpx2.post(url, json=call_tool, headers=headers)
+    assert answer.status_code == 200
+    assert "result" in answer.json()
+
+
+def test_slow_senders_are_cut_off(token_server: tuple[str, str]) -> None:
+    """A connection that sends nothing, or its headers or body a byte at a time, is closed
+    READ_TIMEOUT_S after it began; a whole request is still answered afterwards."""
+    url, token = token_server
+    port = int(url.split(":")[2].split("/")[0])
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
+    request = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    silent = socket.create_connection(("127.0.0.1", port))
+    slow_headers = socket.create_connection(("127.0.0.1", port))
+    slow_body = socket.create_connection(("127.0.0.1", port))
+    slow_body.sendall(request)
+    started = time.monotonic()
+    open_ = {"silent": silent, "slow headers": slow_headers, "slow body": slow_body}
+    trickle = {"slow headers": iter(request), "slow body": iter(body)}
+    closed: dict[str, float] = {}
+    while open_ and time.monotonic() - started < READ_TIMEOUT_S + 10:
+        for name, sock in list(open_.items()):
+            try:
+                if name in trickle:
+                    sock.sendall(bytes([next(trickle[name], 32)]))
+                sock.settimeout(0.01)
+                if sock.recv(1024) == b"":
+                    raise ConnectionResetError
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed[name] = time.monotonic() - started
+                del open_[name]
+                sock.close()
+        time.sleep(0.5)
+    assert not open_, f"still open: {list(open_)}"
+    assert all(READ_TIMEOUT_S - 1 <= seconds <= READ_TIMEOUT_S + 5 for seconds in closed.values())
+    ok = {**HEADERS, "Authorization": f"Bearer {token}"}
+    assert httpx2.post(url, json=INITIALIZE, headers=ok).status_code == 200

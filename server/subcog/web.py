@@ -3,11 +3,19 @@
 Every request needs ``Authorization: Bearer <token>``. The token is SUBCOG_TOKEN, or one
 generated on first start and kept, mode 0600, in the data directory. Host and Origin headers
 are checked by the SDK's DNS-rebinding protection. A non-loopback address is only served
-with SUBCOG_TOKEN set explicitly.
+with SUBCOG_TOKEN set explicitly, and at least MIN_TOKEN_CHARS long.
+
+Under abuse it holds (benchmarks/faults.py): the server is stateless (the SDK's stateless mode;
+each request stands alone, so an abandoned client leaves nothing behind), each request must
+arrive whole within READ_TIMEOUT_S of its first byte, an idle connection is closed after
+uvicorn's keep-alive timeout, and past MAX_CONNECTIONS connections or requests at once the
+next get 503. HTTP/1.1 answers one request of a connection at a time, so a client that never
+reads its answers holds one request in flight, not thousands.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -15,9 +23,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
+import h11
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from subcog.config import Settings
 from subcog.errors import InvalidSetting
@@ -27,6 +38,10 @@ log = logging.getLogger(__name__)
 TOKEN_FILE = "http-token"
 MCP_PATH = "/mcp"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+MIN_TOKEN_CHARS = 32  # for a non-loopback address: guessing it must be hopeless
+READ_TIMEOUT_S = 10.0  # from a request's first byte to its last (headers and body)
+KEEP_ALIVE_S = 5  # an idle connection between requests
+MAX_CONNECTIONS = 256  # connections, and requests being served, at once; then 503
 
 
 def is_loopback(host: str) -> bool:
@@ -55,6 +70,52 @@ def http_token(settings: Settings) -> tuple[str, Path | None]:
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token, path
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with a deadline for reading each request.
+
+    uvicorn closes a connection idle between requests, but not one that sends its headers or
+    body a byte at a time, nor one that connects and sends nothing: 1,100 such connections
+    were held for 30 s and more. Here a request must arrive whole (headers and body) within
+    READ_TIMEOUT_S of the connection, or of the first byte after the last answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self._reading():
+            self._arm()
+        super().data_received(data)
+        if not self._reading():
+            self._disarm()  # the whole request is in: the answer takes what it takes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _reading(self) -> bool:
+        return self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(READ_TIMEOUT_S, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._reading() and not self.transport.is_closing():
+            log.debug("closed a connection that sent no whole request in %s s", READ_TIMEOUT_S)
+            self.transport.close()
 
 
 class BearerAuth:
@@ -95,11 +156,17 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
 
     from subcog.server import Service, build_server
 
-    if not is_loopback(host) and not settings.token:
+    if not is_loopback(host) and len(settings.token or "") < MIN_TOKEN_CHARS:
+        given = (
+            f"a SUBCOG_TOKEN of {len(settings.token)} characters"
+            if settings.token
+            else "no SUBCOG_TOKEN"
+        )
         raise InvalidSetting(
-            f"Refusing to serve on {host}, which is not a loopback address, without a token: "
-            "set SUBCOG_TOKEN to a long random secret (e.g. `python -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))'`), or bind to 127.0.0.1."
+            f"Refusing to serve on {host}, which is not a loopback address, with {given}: set "
+            f"SUBCOG_TOKEN to a random secret of at least {MIN_TOKEN_CHARS} characters (e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or bind to "
+            "127.0.0.1."
         )
     token, token_path = http_token(settings)
     names = [*LOOPBACK_NAMES, *([] if is_loopback(host) else [host]), *settings.allowed_hosts]
@@ -114,7 +181,10 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     service = Service(settings)
     service.start()  # load while uvicorn starts; requests never wait for the handshake
     server = build_server(settings, service)
-    app = BearerAuth(server.streamable_http_app(transport_security=security, host=host), token)
+    mcp_app = server.streamable_http_app(
+        transport_security=security, host=host, stateless_http=True, json_response=True
+    )
+    app = BearerAuth(mcp_app, token)
     shown = f"[{host}]" if ":" in host else host
     where = f"in {token_path}" if token_path else "in SUBCOG_TOKEN"
     print(
@@ -123,6 +193,14 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         file=sys.stderr,
     )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            http=TimedH11Protocol,
+            timeout_keep_alive=KEEP_ALIVE_S,
+            limit_concurrency=MAX_CONNECTIONS,
+        )
     finally:
         service.close()
