@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from subcog.cli import EXIT_FILE, EXIT_INVALID, EXIT_MODEL, EXIT_NO_SPACE, main
 from subcog.config import Settings
 from subcog.memory import open_store
 from subcog.store import Store
-from tests.servers import subcog_command
+from tests.servers import JsonRpc, subcog_command
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -233,3 +235,63 @@ def test_forget_all_asks_first_and_erases_a_scope_or_everything(
     code, _, err = run(capsys, "forget")
     assert code == 2
     assert "or --all" in err
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB file system of its own (Linux, as root): a disk that can be filled."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("needs to mount a small tmpfs (Linux, as root)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_keeps_what_was_stored_and_says_where_to_free_space(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = small_disk / "data"
+    env = {**os.environ, "SUBCOG_DATA_DIR": str(data_dir)}
+    monkeypatch.setenv("SUBCOG_DATA_DIR", str(data_dir))
+
+    def subcog(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [subcog_command(), *args], env=env, capture_output=True, text=True, check=False
+        )
+
+    assert subcog("remember", "Stored before the disk filled up.").returncode == 0
+    with (small_disk / "filler").open("wb") as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 65536)
+            filler.flush()
+    done = subcog("remember", "This one does not fit.")
+    assert done.returncode == EXIT_NO_SPACE
+    assert done.stderr.strip().endswith(
+        f"subcog: No space left on device: free space under {data_dir}. Nothing was changed."
+    )
+    assert "Traceback" not in done.stderr
+    with subprocess.Popen(
+        [subcog_command(), "serve"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        rpc = JsonRpc(proc)
+        rpc.initialize()
+        reply = rpc.wait(
+            rpc.send("tools/call", {"name": "remember", "arguments": {"content": "Nor this."}})
+        )
+        assert reply["result"]["isError"]
+        assert f"free space under {data_dir}" in reply["result"]["content"][0]["text"]
+        listed = rpc.tool("recall", {})["memories"]
+        assert [m["content"] for m in listed] == ["Stored before the disk filled up."]
+        proc.kill()

@@ -22,8 +22,10 @@ from subcog.errors import (
     InvalidSetting,
     ModelMismatch,
     ModelUnavailable,
+    NoSpace,
     StoreBusy,
     SubcogError,
+    full_disk,
 )
 
 if TYPE_CHECKING:
@@ -153,10 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_MODEL)
     except (ModelMismatch, StoreBusy) as exc:
         return _fail(str(exc), EXIT_STORE)
+    except NoSpace as exc:
+        return _fail(str(exc), EXIT_NO_SPACE)
     except SubcogError as exc:
         return _fail(str(exc), EXIT_PARTLY)
     except Exception as exc:  # a user's situation, not a bug: one sentence, no traceback
-        if _no_space(exc):
+        if full_disk(exc):
             where = _written_under(command, args)
             return _fail(f"No space left on device: free space under {where}", EXIT_NO_SPACE)
         if isinstance(exc, OSError):
@@ -172,16 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(sentence: str, code: int) -> int:
     print(f"subcog: {sentence}", file=sys.stderr)
     return code
-
-
-def _no_space(exc: BaseException | None) -> bool:
-    """Whether a full disk caused this error: errno ENOSPC, or Lance's text for it."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
 
 def _written_under(command: str, args: argparse.Namespace) -> Path:

@@ -1,5 +1,7 @@
 """The exceptions subcog raises on purpose. The MCP edge turns each into a ToolError."""
 
+import errno
+
 
 class SubcogError(Exception):
     """Base class: the message is written for the person or model that made the call."""
@@ -41,3 +43,18 @@ class ModelMismatch(SubcogError):
 
 class StoreBusy(SubcogError):
     """Another process held the store's write lock for too long."""
+
+
+class NoSpace(SubcogError):
+    """The disk holding the store is full; nothing was written."""
+
+
+def full_disk(exc: BaseException | None) -> bool:
+    """Whether a full disk caused this error: errno ENOSPC, or Lance's words for it."""
+    for _ in range(10):  # the error, and what it was raised from
+        if exc is None:
+            return False
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

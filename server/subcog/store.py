@@ -48,7 +48,7 @@ from subcog.damage import (
     segments,
     what_lance_said,
 )
-from subcog.errors import MissingIds, ModelMismatch, StoreBusy, SubcogError
+from subcog.errors import MissingIds, ModelMismatch, NoSpace, StoreBusy, SubcogError, full_disk
 from subcog.mirror import MEMORY_COLUMNS, Hits, Mirror, Snapshot
 
 if TYPE_CHECKING:
@@ -338,7 +338,7 @@ def _retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
         except (SubcogError, ValueError, TypeError):
             raise
         except Exception as exc:
-            if attempt == attempts:
+            if attempt == attempts or full_disk(exc):
                 raise
             log.debug("%s failed (%s); retry %d", what, exc, attempt)
             time.sleep(min(0.5, 0.01 * 2**attempt))
@@ -862,7 +862,15 @@ class Store:
     # Writes: serialised across processes by the lock file, and retried on a commit conflict.
 
     def _write(self, what: str, action: Callable[[], T]) -> T:
-        return _retrying(WRITE_ATTEMPTS, what, action)
+        try:
+            return _retrying(WRITE_ATTEMPTS, what, action)
+        except Exception as exc:
+            if full_disk(exc):
+                raise NoSpace(
+                    f"No space left on device: free space under {self.data_dir}. Nothing was "
+                    "changed."
+                ) from exc
+            raise
 
     def add_new(
         self, rows: Sequence[Row], replacing: Sequence[str] = ()
