@@ -572,12 +572,15 @@ def open_memory(settings: Settings) -> Memory:
     return Memory(open_store(settings), load_embedder(settings), settings)
 
 
-def open_store(settings: Settings, check_model: bool = True) -> Store:
+def open_store(settings: Settings, check_model: bool = True, server: bool = False) -> Store:
+    """The store; for a server, with upkeep in child processes (upkeep.py)."""
     from subcog.embedder import model_spec
     from subcog.store import Store
 
     dimension = model_spec(settings.model)[0]
-    return Store(settings.data_dir, settings.model, dimension, check_model=check_model)
+    return Store(
+        settings.data_dir, settings.model, dimension, check_model=check_model, upkeep_aside=server
+    )
 
 
 def reindex(settings: Settings, progress: Callable[[int, int], None] | None = None) -> int:

@@ -1,25 +1,28 @@
 """The table's rows and vectors held in memory, for exact vector search in a millisecond.
 
-LanceDB's exact search reads every vector from disk on each query (4 ms at 1,000 memories, 19 ms
-at 10,000); a matrix product over vectors held in memory takes 0.3 ms at 10,000. The copy
-follows the table's latest version: each read asks Lance for it (microseconds), and when it
-changed, reads only the fragments that changed. An add makes one new fragment, a delete changes
-one fragment's deletion file, and compaction rewrites a few; the others are kept as they are.
+LanceDB's exact search reads every vector from disk on each query; a matrix product over
+vectors held in memory takes 0.3 ms at 10,000 (benchmarks/README.md). The copy follows the
+table's latest version: each read asks LanceDB for it, and when it changed, lists the row ids
+of the new version (their high 32 bits name the fragment, the low 32 the row's place in it)
+and reads only the fragments whose rows changed. An add makes one new fragment, a delete
+takes rows out of one, and compaction rewrites a few; the others are kept as they are.
 
-Past `max_rows` live rows no copy is kept (it would cost 1.5 kB of memory per row): searches go
-to LanceDB and its vector index instead.
+Everything here goes through LanceDB: the server process loads one Lance (benchmarks/README.md,
+"One Lance").
+
+Past `max_rows` live rows no copy is kept: searches go to LanceDB and its vector index instead.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,16 +32,16 @@ import pyarrow.compute as pc
 from subcog.analysis import Holders, holders
 from subcog.damage import UNREADABLE, what_lance_said
 
-if TYPE_CHECKING:
-    from lance import LanceDataset
-    from lance.fragment import DataFile, LanceFragment
-
-CACHE_HEADROOM = 1.25
 _NONE = np.zeros(0, dtype=np.int64)
 _NO_WINDOWS = np.zeros((0, 0), dtype=np.float32)
 ROW_COLUMNS = ["id", "content", "content_hash", "tags", "scope", "metadata", "created_at"]
 MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]  # a found row
 _EPOCH = datetime(1970, 1, 1)
+# Without stable row ids (LanceDB's default) a row id is the row's address: the fragment id in
+# the high 32 bits, the row's offset in the fragment in the low 32. Checked on lancedb 0.40 by
+# tests/test_store.py.
+ROW_BITS = 0xFFFFFFFF
+READ_ATTEMPTS = 5  # reads of a new version, when other processes' commits keep moving it
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +50,10 @@ def micros(moment: datetime) -> int:
     offset = moment.utcoffset()
     naive = (moment - offset if offset else moment).replace(tzinfo=None)
     return (naive - _EPOCH) // timedelta(microseconds=1)
+
+
+class Moved(Exception):
+    """The table changed while a new version was being read: read the latest again."""
 
 
 @dataclass(eq=False)
@@ -66,12 +73,15 @@ class Block:
     _scopes: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def read(cls, fragment: LanceFragment) -> Block:
-        table = fragment.to_table(columns=[*ROW_COLUMNS, "vector", "chunks"], with_row_id=True)
-        # Without stable row ids (LanceDB's default) a row id is its address: the fragment id
-        # in the high 32 bits, the row's offset in the fragment in the low 32.
-        offsets = table["_rowid"].to_numpy().astype(np.int64) & 0xFFFFFFFF
-        return cls.of(table, fragment.fragment_id, offsets, copy=True)
+    def read(cls, table: Any, fragment: int, rowids: npt.NDArray[np.int64]) -> Block:
+        """The rows with these row ids, all of one fragment, read from the table."""
+        columns = [*ROW_COLUMNS, "vector", "chunks"]
+        found = table.take_row_ids(rowids.tolist()).select(columns).with_row_id().to_arrow()
+        if found.num_rows != len(rowids):
+            raise Moved  # rows deleted, or a fragment compacted away, since the ids were read
+        found = found.sort_by("_rowid")
+        offsets = found["_rowid"].to_numpy().astype(np.int64) & ROW_BITS
+        return cls.of(found, fragment, offsets, copy=True)
 
     def counted(self) -> Block:
         """This block, with its tokens counted (20 to 50 us a row)."""
@@ -213,10 +223,12 @@ def _keys(keys: Iterable[tuple[str, ...]], columns: tuple[str, ...]) -> _Keys:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One version of the table: a dataset pinned at it, and its rows if they are mirrored."""
+    """One version of the table, and its rows if they are mirrored. `table` is LanceDB's handle,
+    which reads the latest version: a search through it may see rows newer than `version`,
+    which a mirrored snapshot leaves out."""
 
     version: int
-    dataset: LanceDataset
+    table: Any
     blocks: tuple[Block, ...] | None  # None: more rows than the mirror keeps
     fragments: dict[int, int] = field(default_factory=dict)  # fragment id: index in blocks
     # fragment id: live rows, for each fragment whose files could not be read (damage.py)
@@ -224,28 +236,35 @@ class Snapshot:
 
     def words(self, text: str, limit: int, where: str | None, dimension: int) -> Hits:
         """The `limit` best rows by BM25 for `text` among those passing the filter (SQL), best
-        first, with their scores. Lance searches and returns row ids only (a third of the
+        first, with their scores. LanceDB searches and returns row ids only (a third of the
         time with the columns); the rows come from memory."""
         assert self.blocks is not None, "only a mirrored snapshot has its rows in memory"
-        found = self.dataset.to_table(
-            full_text_query={"query": text, "columns": ["content"]},
-            columns=["_score"],
-            with_row_id=True,
-            filter=where,
-            prefilter=True,
-            limit=limit,
-        )
+        query = self.table.search(text, query_type="fts", fts_columns="content")
+        if where:
+            query = query.where(where, prefilter=True)
+        found = query.select(["_score"]).with_row_id(True).limit(limit).to_arrow()
         rowids = found["_rowid"].to_numpy().astype(np.int64)
         scores = found["_score"].to_numpy().astype(np.float64)
-        if self.unreadable:  # the index still names the rows of a damaged file: not found
-            readable = np.array([f in self.fragments for f in (rowids >> 32).tolist()], dtype=bool)
-            rowids, scores = rowids[readable], scores[readable]
-        which = np.array([self.fragments[f] for f in (rowids >> 32).tolist()], dtype=np.int64)
-        local = np.zeros(len(rowids), dtype=np.int64)
-        for index in np.unique(which):
-            chosen = which == index
-            local[chosen] = np.searchsorted(self.blocks[index].offsets, rowids[chosen] & 0xFFFFFFFF)
-        return self._hits(which, local, scores, dimension)
+        which, local = self.places(rowids)
+        kept = which >= 0  # rows of a damaged file, or newer than this version: not found
+        return self._hits(which[kept], local[kept], scores[kept], dimension)
+
+    def places(
+        self, rowids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Each row id's block and row in it; -1 for a row id that is not in the snapshot."""
+        assert self.blocks is not None
+        which = np.array([self.fragments.get(f, -1) for f in (rowids >> 32).tolist()], np.int64)
+        local = np.full(len(rowids), -1, dtype=np.int64)
+        for index in np.unique(which[which >= 0]).tolist():
+            chosen = np.flatnonzero(which == index)
+            offsets = self.blocks[index].offsets
+            wanted = rowids[chosen] & ROW_BITS
+            at = np.minimum(np.searchsorted(offsets, wanted), len(offsets) - 1)
+            hit = offsets[at] == wanted
+            local[chosen[hit]] = at[hit]
+            which[chosen[~hit]] = -1
+        return which, local
 
     def none(self, dimension: int) -> Hits:
         """No rows: what a search finds when its index cannot be read."""
@@ -329,6 +348,21 @@ class Snapshot:
                     counted.shortest[token], found.shortest.get(token, counted.shortest[token])
                 )
         return found
+
+    def matching(
+        self,
+        scope: str | None = None,
+        tags: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> pa.Table | None:
+        """The rows passing the filter (ROW_COLUMNS); None when there are no rows at all."""
+        assert self.blocks is not None, "only a mirrored snapshot lists in memory"
+        parts = []
+        for block in self.blocks:
+            keep = block.mask(scope, tags, since, until)
+            parts.append(block.rows if keep is None else block.rows.filter(keep))
+        return pa.concat_tables(parts) if parts else None
 
     def count(
         self,
@@ -424,156 +458,151 @@ class Hits:
 
 
 class Mirror:
-    """The latest snapshot of one Lance dataset, kept in step by reading what changed."""
+    """The latest snapshot of one LanceDB table, kept in step by reading what changed."""
 
     def __init__(
         self,
-        uri: Path,
+        table: Any,
         max_rows: int,
-        cache_bytes: Callable[[int], tuple[int, int]],
         counted_rows: int = 0,
+        resized: Callable[[int], Any | None] = lambda rows: None,
     ) -> None:
-        self._uri = uri
+        self._table = table
+        # For a table of so many rows, the table opened again with Lance's caches sized for
+        # it, or None to keep this one (Store._resized).
+        self._resized = resized
         self.max_rows = max_rows
         # Up to this many rows, each block also counts its rows' tokens (Snapshot.holders),
         # which the lexical reference needs; past it, each query asks the full-text index.
         self.counted_rows = counted_rows
-        # Lance's index and metadata caches for a table of so many rows, each bounded. The
-        # dataset is opened again with bigger ones once the table has outgrown what they were
-        # sized for (with CACHE_HEADROOM to spare, so that this is rare).
-        self._cache_bytes = cache_bytes
-        self._sized_for = 0
-        self._head: LanceDataset | None = None
         self._snapshot: Snapshot | None = None
-        self._blocks: dict[Hashable, Block] = {}  # by the fragment's metadata: files and deletions
-        # Fragments that failed to read, by the same key: (fragment id, live rows). Tried again
-        # only once the fragment changes (a repair replaces it).
-        self._unreadable: dict[Hashable, tuple[int, int]] = {}
+        self._blocks: dict[int, Block] = {}  # by fragment id
+        # Fragments that failed to read: fragment id: its row ids then. Tried again only once
+        # its rows change (a repair writes new fragments).
+        self._unreadable: dict[int, npt.NDArray[np.int64]] = {}
+        # Our own last add: the version it made and its rows, which need no read (added()).
+        self._added: tuple[int, pa.Table] | None = None
+        self._rows = 0  # live rows in the last version read, with those of unreadable files
         self._lock = threading.Lock()
-
-    def dataset(self) -> LanceDataset:
-        """The dataset at its latest version, pinned there."""
-        with self._lock:
-            head = self._latest()
-            return head.checkout_version(head.version)
 
     def latest(self) -> Snapshot:
         """The latest version, with its rows in memory unless there are more than max_rows."""
         with self._lock:
-            head = self._latest()
-            if self._snapshot is not None and self._snapshot.version == head.version:
-                return self._snapshot
-            fragments = head.get_fragments()
-            rows = sum(fragment.metadata.num_rows for fragment in fragments)
-            if rows > self._sized_for and self._cache_bytes(rows) != self._cache_bytes(
-                self._sized_for
-            ):
-                head = self._head = self._open(rows)
-                fragments = head.get_fragments()
-                rows = sum(fragment.metadata.num_rows for fragment in fragments)
-            blocks: tuple[Block, ...] | None = None
-            kept: dict[Hashable, Block] = {}
-            unreadable: dict[Hashable, tuple[int, int]] = {}
-            if rows <= self.max_rows:
-                for fragment in fragments:
-                    key = _key(fragment)
-                    block = self._blocks.get(key)
-                    if block is None and key not in self._unreadable:
-                        block = self._read_block(fragment)
-                    if block is None:
-                        unreadable[key] = (fragment.fragment_id, _live(fragment))
-                        continue
-                    kept[key] = block
-                    if rows <= self.counted_rows:
-                        block.counted()
-                blocks = tuple(block for block in kept.values() if len(block))
-            self._blocks, self._unreadable = kept, unreadable
-            pinned = head.checkout_version(head.version)
-            placed = {block.fragment: i for i, block in enumerate(blocks or ())}
-            lost = dict(unreadable.values())
-            self._snapshot = Snapshot(head.version, pinned, blocks, placed, lost)
-            return self._snapshot
+            for _ in range(READ_ATTEMPTS - 1):
+                with suppress(Moved):
+                    return self._latest()
+            return self._latest()
 
-    def _read_block(self, fragment: LanceFragment) -> Block | None:
-        """The fragment's rows, or None if one of its files cannot be read: the other
-        fragments' memories are served, and the store reports the damage (store.damage)."""
+    def _latest(self) -> Snapshot:
+        # The version before the rows: a commit in between is read again next time.
+        version = int(self._table.version)
+        if self._snapshot is not None and self._snapshot.version == version:
+            return self._snapshot
+        rows = int(self._table.count_rows())
+        self._table = self._resized(rows) or self._table
+        blocks: tuple[Block, ...] | None = None
+        if rows <= self.max_rows:
+            kept = self._after_our_add(version, rows)
+            if kept is None:
+                kept = self._changed(rows)
+            blocks = tuple(block for block in kept.values() if len(block))
+            self._blocks = kept
+        else:
+            self._blocks, self._unreadable = {}, {}
+        self._added, self._rows = None, rows
+        placed = {block.fragment: i for i, block in enumerate(blocks or ())}
+        lost = {fragment: len(rowids) for fragment, rowids in self._unreadable.items()}
+        self._snapshot = Snapshot(version, self._table, blocks, placed, lost)
+        return self._snapshot
+
+    def _after_our_add(self, version: int, rows: int) -> dict[int, Block] | None:
+        """The blocks after our own add (added()), if it made this version right after the
+        last one read: the rows we wrote, in one new fragment, the last rows of the table.
+        Their row ids come from reading the last rows' ids (a millisecond at 100,000 memories),
+        not every row id; None if anything else changed."""
+        last = self._snapshot
+        if self._added is None or self._added[0] != version or last is None:
+            return None
+        mine = self._added[1]
+        count = mine.num_rows
+        if last.blocks is None or last.version != version - 1 or rows != self._rows + count:
+            return None
+        offsets = list(range(rows - count, rows))
+        found = self._table.take_offsets(offsets).select(["id"]).with_row_id().to_arrow()
+        rowids = found["_rowid"].to_numpy().astype(np.int64)
+        fragments = set((rowids >> 32).tolist())
+        if len(fragments) != 1 or found["id"].to_pylist() != mine["id"].to_pylist():
+            return None
+        fragment = fragments.pop()
+        if fragment in self._blocks or not np.array_equal(rowids & ROW_BITS, np.arange(count)):
+            return None
+        block = Block.of(mine, fragment)
+        if rows <= self.counted_rows:
+            block.counted()
+        return {**self._blocks, fragment: block}
+
+    def _changed(self, rows: int) -> dict[int, Block]:
+        """The blocks of the latest version: those whose rows are unchanged kept, the others
+        read. Fragments that cannot be read go to self._unreadable."""
+        kept: dict[int, Block] = {}
+        unreadable: dict[int, npt.NDArray[np.int64]] = {}
+        for fragment, rowids in _by_fragment(self._rowids()).items():
+            block = self._block(fragment, rowids)
+            if block is None:
+                unreadable[fragment] = rowids
+                continue
+            kept[fragment] = block
+            if rows <= self.counted_rows:
+                block.counted()
+        self._unreadable = unreadable
+        return kept
+
+    def _rowids(self) -> npt.NDArray[np.int64]:
+        """Every live row's id: LanceDB reads the fragments' row counts and deletions only (13
+        ms at 100,000 memories, benchmarks/README.md)."""
+        found = self._table.search().select(["_rowid"]).with_row_id(True).to_arrow()
+        rowids: npt.NDArray[np.int64] = found["_rowid"].to_numpy().astype(np.int64)
+        return rowids
+
+    def _block(self, fragment: int, rowids: npt.NDArray[np.int64]) -> Block | None:
+        """The fragment's block: kept if its rows are the same, else read again; None if one
+        of its files cannot be read. A fragment's rows never change in place (an add or an
+        update writes a new fragment, a delete takes rows out), so the row ids tell."""
+        offsets = rowids & ROW_BITS
+        known = self._blocks.get(fragment)
+        if known is not None and np.array_equal(known.offsets, offsets):
+            return known
+        failed = self._unreadable.get(fragment)
+        if failed is not None and np.array_equal(failed, rowids):
+            return None
         try:
-            return Block.read(fragment)
+            return Block.read(self._table, fragment, rowids)
         except UNREADABLE as error:
             log.warning(
                 "%d memories in the store at %s cannot be read (%s); they are left out of every "
                 "search and listing. Run `subcog doctor` to see the damaged files, and `subcog "
                 "repair` to rebuild the store from every memory that can be read.",
-                _live(fragment),
-                self._uri.parent.parent,
+                len(rowids),
+                self._table.uri,
                 what_lance_said(error),
             )
             return None
 
-    def added(self, table: pa.Table, before: int, written: LanceDataset) -> None:
-        """Our own add of `table` after version `before`, `written` the dataset at its commit:
-        its rows are one new fragment, and the next refresh need not read them from disk."""
+    def added(self, table: pa.Table, version: int) -> None:
+        """Our own add of `table`, committed as `version`: its rows are one new fragment, which
+        the next refresh need not read from disk (if no other commit came in between)."""
         with self._lock:
-            snapshot = self._snapshot
-            if snapshot is None or snapshot.blocks is None or snapshot.version != before:
-                return
-            if written.version != before + 1:
-                return  # another commit came in between: let the refresh read what changed
-            known = {block.fragment for block in self._blocks.values()}
-            new = [f for f in written.get_fragments() if f.fragment_id not in known]
-            if len(new) == 1 and new[0].metadata.num_rows == table.num_rows:
-                block = Block.of(table, new[0].fragment_id)
-                if snapshot.count() < self.counted_rows:
-                    block.counted()
-                self._blocks[_key(new[0])] = block
+            self._added = (version, table)
 
     def forget(self) -> None:
         """Drop the copy: the next read builds it again (after the vectors were replaced)."""
         with self._lock:
-            self._blocks, self._snapshot, self._unreadable = {}, None, {}
-
-    def _latest(self) -> LanceDataset:
-        if self._head is None:
-            self._head = self._open(self._sized_for)
-        else:
-            self._head.checkout_latest()  # type: ignore[no-untyped-call]
-        return self._head
-
-    def _open(self, rows: int) -> LanceDataset:
-        import lance  # pylance: the Lance inside lancedb, with a faster path for plain reads
-
-        self._sized_for = int(rows * CACHE_HEADROOM)
-        index_cache, metadata_cache = self._cache_bytes(self._sized_for)
-        return lance.dataset(
-            str(self._uri),
-            index_cache_size_bytes=index_cache,
-            metadata_cache_size_bytes=metadata_cache,
-        )
+            self._blocks, self._snapshot, self._unreadable, self._added = {}, None, {}, None
 
 
-def _key(fragment: LanceFragment) -> Hashable:
-    """What identifies a fragment's rows: its id, its files and their columns, its deletions."""
-    meta = fragment.metadata
-    deleted = meta.deletion_file
-    return (
-        meta.id,
-        meta.physical_rows,
-        tuple((_path(file), tuple(file.fields)) for file in meta.files),
-        None if deleted is None else (deleted.read_version, deleted.id, deleted.num_deleted_rows),
-    )
-
-
-def _live(fragment: LanceFragment) -> int:
-    """The fragment's rows less its deleted ones; its physical rows if the deletions are
-    unreadable too."""
-    try:
-        return int(fragment.count_rows())
-    except UNREADABLE:
-        return int(fragment.metadata.physical_rows or 0)
-
-
-def _path(file: DataFile) -> str:
-    """A data file's path. pylance's `DataFile.path` property defines a class on each access
-    (to stay callable, as it once was): 7 us a fragment, most of what a refresh costs."""
-    path = getattr(file, "_path", None)
-    return path if isinstance(path, str) else str(file.path)
+def _by_fragment(rowids: npt.NDArray[np.int64]) -> dict[int, npt.NDArray[np.int64]]:
+    """The row ids of each fragment, ascending."""
+    rowids = np.sort(rowids)
+    fragments = rowids >> 32
+    cuts = np.flatnonzero(np.diff(fragments)) + 1
+    return {int(part[0] >> 32): part for part in np.split(rowids, cuts) if len(part)}

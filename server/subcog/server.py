@@ -120,7 +120,9 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Loading("the memory store", lambda: _watched(open_store(settings)))
+        self.store = Loading(
+            "the memory store", lambda: _watched(open_store(settings, server=True))
+        )
         self.embedder = Loading("the embedding model", lambda: load_embedder(settings))
         self._memory: Memory | None = None
         self._making = threading.Lock()

@@ -22,10 +22,10 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -36,23 +36,11 @@ from filelock import FileLock, Timeout
 from lancedb.expr import col, lit
 from lancedb.index import FTS, Bitmap, BTree, HnswSq
 
+from subcog import upkeep as child
 from subcog.analysis import WORDS, tokens
-from subcog.damage import (
-    UNREADABLE,
-    Damage,
-    DamagedFile,
-    examine,
-    examine_fragment,
-    keep_copies,
-    rewrite,
-    segments,
-    what_lance_said,
-)
+from subcog.damage import UNREADABLE, Damage, DamagedFile, what_lance_said
 from subcog.errors import MissingIds, ModelMismatch, NoSpace, StoreBusy, SubcogError, full_disk
 from subcog.mirror import MEMORY_COLUMNS, Hits, Mirror, Snapshot
-
-if TYPE_CHECKING:
-    from lance import LanceDataset
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +105,7 @@ WORDS_UNINDEXED_SHARE = 0.01
 # memory stays flat however long it runs.
 META_CACHE_BYTES = 32 * 2**20
 INDEX_CACHE_BYTES = 128 * 2**20
+CACHE_HEADROOM = 1.25
 VECTOR_INDEX_BYTES_PER_ROW = 768  # HNSW with scalar quantisation: 581-588 bytes a row measured
 BEST_SCORES_KEPT = 4096  # tokens in lexical_reference's cache
 BEST_SCORE_DRIFT = 0.1
@@ -353,17 +342,6 @@ def _idf(rows: int, holders: int) -> float:
     return math.log(1 + (rows - holders + 0.5) / (holders + 0.5))
 
 
-def _append(base: LanceDataset, data: pa.Table) -> LanceDataset:
-    """Commit `data` as one new fragment after `base`'s version; the dataset at the commit.
-
-    Lance's own append on the pinned dataset, which reuses its session: 2.3 ms for one row at
-    1,000 memories, against 4.9 ms through LanceDB's `Table.add` (its async runtime and
-    checks). Lance rebases the commit over any index commit that came in between."""
-    import lance
-
-    return lance.write_dataset(data, base, mode="append")
-
-
 @dataclass(eq=False)  # identity, not field equality: stores live in a WeakSet
 class Store:
     """One data directory: the LanceDB table, its lock file and its upkeep."""
@@ -372,6 +350,11 @@ class Store:
     model: str
     dimension: int
     check_model: bool = True  # False only for `subcog reindex`, which changes the model
+    # Upkeep in a short-lived child process (upkeep.py), for a server: it needs the `lance`
+    # package, which a server should not load (benchmarks/README.md, "One Lance").
+    upkeep_aside: bool = False
+    # In that child: when upkeep asks to run again, the delay goes here, back to the server.
+    asked: list[float] | None = None
     _table: Any = field(init=False, repr=False)
     _lock: FileLock = field(init=False, repr=False)
     _index_lock: FileLock = field(init=False, repr=False)
@@ -391,39 +374,62 @@ class Store:
     # Damage found while serving (damage.py): indexes whose search failed, by name: (its parts,
     # Lance said); the damaged files of unreadable fragments, by the fragment's data files.
     _broken: dict[str, tuple[frozenset[str], str]] = field(init=False, default_factory=dict)
-    _named: dict[tuple[str, ...], tuple[DamagedFile, ...]] = field(init=False, default_factory=dict)
+    _named: dict[tuple[tuple[int, int], ...], tuple[DamagedFile, ...]] = field(
+        init=False, default_factory=dict
+    )
     _told_waiting: bool = field(init=False, default=False)
+    _sized_for: int = field(init=False, default=0)  # see _resized
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         self._lock = FileLock(self.data_dir / ".write.lock", timeout=LOCK_TIMEOUT_S)
         self._index_lock = FileLock(self.data_dir / ".index.lock")
-        db = lancedb.connect(
-            str(self.data_dir / "lancedb"),
-            read_consistency_interval=timedelta(0),
-            session=lancedb.Session(
-                index_cache_size_bytes=INDEX_CACHE_BYTES,
-                metadata_cache_size_bytes=META_CACHE_BYTES,
-            ),
-        )
-        # Reads go through the mirror's Lance dataset, searches of the vector index too.
-        self._mirror = Mirror(self._uri, MIRROR_ROWS, self._cache_bytes, COUNTED_ROWS)
         self._later = Later(self.upkeep, "subcog-upkeep")
         self._searches = ThreadPoolExecutor(max_workers=2, thread_name_prefix="subcog-search")
         with self._locked():
-            if TABLE in db.list_tables().tables:
-                self._table = db.open_table(TABLE)
-            else:
-                self._table = db.create_table(TABLE, schema=schema(self.model, self.dimension))
-                self._table.set_unenforced_primary_key("id")
+            self._table = self._open(0)
+            self._resized(self._table.count_rows())  # room for the vector index in the cache
             if self.check_model:
                 self._check_model()
             self._upgrade()
             self._ensure_indexes()
+        self._mirror = Mirror(self._table, MIRROR_ROWS, COUNTED_ROWS, self._resized)
         _OPEN.add(self)
         if self._erase_pending() is not None:
             self._upkeep_soon()  # a process that exited left forgotten rows to erase
+
+    @property
+    def cache_sized_for(self) -> int:
+        """The number of memories Lance's caches are sized for (see _cache_bytes)."""
+        return self._sized_for
+
+    def _resized(self, rows: int) -> Any | None:
+        """For a store grown to `rows`, the table opened again with Lance's caches sized for
+        it (with CACHE_HEADROOM to spare, so that this is rare); None if they need not grow."""
+        if rows <= self._sized_for or self._cache_bytes(rows) == self._cache_bytes(self._sized_for):
+            return None
+        self._sized_for = int(rows * CACHE_HEADROOM)
+        self._table = self._open(self._sized_for)
+        return self._table
+
+    def _open(self, rows: int) -> Any:
+        """The table, created if new, with Lance's caches sized for `rows` memories. The
+        caller holds the write lock."""
+        index_cache, metadata_cache = self._cache_bytes(rows)
+        db = lancedb.connect(
+            str(self.data_dir / "lancedb"),
+            read_consistency_interval=timedelta(0),
+            session=lancedb.Session(
+                index_cache_size_bytes=index_cache, metadata_cache_size_bytes=metadata_cache
+            ),
+        )
+        if TABLE in db.list_tables().tables:
+            table: Any = db.open_table(TABLE)
+        else:
+            table = db.create_table(TABLE, schema=schema(self.model, self.dimension))
+            table.set_unenforced_primary_key("id")
+        return table
 
     def _upgrade(self) -> None:
         """A store made by an earlier subcog gets what this one expects: the `chunks` column
@@ -509,7 +515,7 @@ class Store:
 
     def _meta(self, schema: pa.Schema | None = None) -> dict[str, str]:
         """The table's metadata, from `schema` or else the latest version's."""
-        schema = self._mirror.dataset().schema if schema is None else schema
+        schema = self._table.schema if schema is None else schema
         return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
 
     def _check_model(self, schema: pa.Schema | None = None) -> None:
@@ -566,19 +572,11 @@ class Store:
         """Rows matching a filter, without vector search, as an Arrow table."""
 
         def run() -> pa.Table:
-            snapshot = self._mirror.latest()
-            if snapshot.unreadable:  # a damaged file: the other fragments' rows
-                dataset = snapshot.dataset
-                readable = [
-                    f for f in dataset.get_fragments() if f.fragment_id not in snapshot.unreadable
-                ]
-                scan = dataset.scanner(columns, filter=where, limit=limit, fragments=readable)
-                found: pa.Table = scan.to_table()
-                return found
             query = self._table.search()
             if where:
                 query = query.where(where)
-            return query.select(columns).limit(limit).to_arrow()
+            found: pa.Table = query.select(columns).limit(limit).to_arrow()
+            return found
 
         return self._read(what, run)
 
@@ -624,7 +622,7 @@ class Store:
         matches: one common shared word earns little, an identifier or every content word
         earns nearly all."""
         snapshot = snapshot or self._read("reference", self._mirror.latest)
-        rows = snapshot.count() if snapshot.blocks is not None else snapshot.dataset.count_rows()
+        rows = snapshot.count() if snapshot.blocks is not None else snapshot.table.count_rows()
         # The simple tokenizer splits at whatever is not a letter or digit, so each such piece
         # of a word is one token or none (a stop word).
         words: list[tuple[str, list[tuple[str, str]]]] = []
@@ -669,13 +667,9 @@ class Store:
                 best > 0 and abs(rows - then) <= BEST_SCORE_DRIFT * then
             ):
                 return best
-        try:
-            found = snapshot.dataset.to_table(  # the index only: rows not yet folded into it
-                full_text_query={"query": piece, "columns": ["content"]},  # would be read whole
-                columns=["_score"],
-                limit=1,
-                fast_search=True,
-            )
+        try:  # the index only: rows not yet folded into it would be read whole
+            query = snapshot.table.search(piece, query_type="fts", fts_columns="content")
+            found = query.select(["_score"]).fast_search().limit(1).to_arrow()
         except UNREADABLE as error:
             self._index_failed(snapshot, ["content"], error)
             return 0.0
@@ -696,7 +690,7 @@ class Store:
             self._index_failed(snapshot, ["content"], error)
         if snapshot.blocks is not None:
             return snapshot.none(self.dimension)
-        return Found.of(snapshot.dataset.schema.empty_table(), np.zeros(0))
+        return Found.of(snapshot.table.schema.empty_table(), np.zeros(0))
 
     def _words_searched(
         self, snapshot: Snapshot, text: str, depth: int, where: Filter, sql: str | None
@@ -711,13 +705,11 @@ class Store:
             return self._filtered(mirrored, Hits.in_scope, where, sql, depth, enough=depth)
 
         def search(where_sql: str | None) -> pa.Table:
-            found: pa.Table = snapshot.dataset.to_table(
-                full_text_query={"query": text, "columns": ["content"]},
-                columns=[*MEMORY_COLUMNS, "vector", "chunks", "_score"],
-                filter=where_sql,
-                prefilter=True,
-                limit=depth,
-            )
+            query = snapshot.table.search(text, query_type="fts", fts_columns="content")
+            if where_sql:
+                query = query.where(where_sql, prefilter=True)
+            columns = [*MEMORY_COLUMNS, "vector", "chunks", "_score"]
+            found: pa.Table = query.select(columns).limit(depth).to_arrow()
             return found
 
         found = self._filtered(search, _in_scope, where, sql, depth, enough=depth)
@@ -737,8 +729,8 @@ class Store:
             )
         # Ranked by the exact vectors (the best window's, for a long memory), not the index's
         # quantised distances.
-        nearest = self._nearest(snapshot.dataset, vector, limit, where, sql)
-        windows = self._nearest_windows(snapshot.dataset, vector, limit, sql)
+        nearest = self._nearest(snapshot.table, vector, limit, where, sql)
+        windows = self._nearest_windows(snapshot.table, vector, limit, sql)
         both = pa.concat_tables([nearest.drop_columns("_distance"), windows])
         _, first = np.unique(both["id"].to_numpy(zero_copy_only=False), return_index=True)
         found = Found.of(both.take(np.sort(first)), None)
@@ -748,16 +740,18 @@ class Store:
 
     def _nearest_windows(
         self,
-        dataset: LanceDataset,
+        table: Any,
         vector: npt.NDArray[np.float32],
         limit: int,
         sql: str | None,
     ) -> pa.Table:
         """The long memories whose later windows are nearest: an exact search of the `chunks`
         column (Lance scores a list of vectors by its best one), which only long memories fill."""
-        nearest = {"column": "chunks", "q": vector, "k": limit, "metric": "cosine"}
+        query = table.search(vector, vector_column_name="chunks").distance_type("cosine")
+        if sql:
+            query = query.where(sql, prefilter=True)
         columns = [*MEMORY_COLUMNS, "vector", "chunks", "_distance"]
-        found: pa.Table = dataset.to_table(columns, nearest=nearest, filter=sql, prefilter=True)
+        found: pa.Table = query.select(columns).limit(limit).to_arrow()
         return found.drop_columns("_distance")
 
     def existing(self, ids: Sequence[str], snapshot: Snapshot | None = None) -> set[str]:
@@ -771,17 +765,40 @@ class Store:
         return set(self._lookup("id lookup", snapshot, where, ["id"])["id"].to_pylist())
 
     def _lookup(self, what: str, snapshot: Snapshot, where: str, columns: list[str]) -> pa.Table:
-        """Rows matching a filter on indexed columns, read by Lance directly: a quarter of the
-        time LanceDB's query path takes."""
-        return self._read(what, lambda: snapshot.dataset.to_table(columns, filter=where))
+        """Rows matching a filter on indexed columns."""
+
+        def run() -> pa.Table:
+            found: pa.Table = snapshot.table.search().where(where).select(columns).limit(None)
+            return found.to_arrow()
+
+        return self._read(what, run)
+
+    def _matching(self, what: str, where: Filter, columns: list[str]) -> pa.Table:
+        """The rows passing the filter: from memory while the rows are mirrored (and with a
+        damaged file, only there: a LanceDB scan would read it), else from LanceDB."""
+
+        def run() -> pa.Table:
+            snapshot = self._mirror.latest()
+            if snapshot.blocks is not None:
+                found = snapshot.matching(where.scope, where.tags, where.since, where.until)
+                if found is None:
+                    return schema(self.model, self.dimension).empty_table().select(columns)
+                return found.select(columns)
+            return self._scan(what, where.sql(), columns, None)
+
+        return self._read(what, run)
 
     def get(self, memory_id: str) -> dict[str, Any] | None:
+        snapshot = self._read("get", self._mirror.latest)
+        if snapshot.blocks is not None:
+            found = snapshot.find([("id", memory_id)]).get(("id", memory_id))
+            return None if found is None else {name: found[name] for name in MEMORY_COLUMNS}
         where = (col("id") == lit(memory_id)).to_sql()
         rows: list[dict[str, Any]] = self._scan("get", where, MEMORY_COLUMNS, 1).to_pylist()
         return rows[0] if rows else None
 
     def recent(self, where: Filter, limit: int) -> list[dict[str, Any]]:
-        table = self._scan("list", where.sql(), MEMORY_COLUMNS, None)
+        table = self._matching("list", where, MEMORY_COLUMNS)
         rows: list[dict[str, Any]] = (
             table.sort_by([("created_at", "descending")]).slice(0, limit).to_pylist()
         )
@@ -789,7 +806,7 @@ class Store:
 
     def all_rows(self) -> Iterator[dict[str, Any]]:
         """Every memory, oldest first, in batches so a large store is not one Python list."""
-        table = self._scan("export", None, MEMORY_COLUMNS, None)
+        table = self._matching("export", Filter(), MEMORY_COLUMNS)
         for batch in table.sort_by("created_at").to_batches(max_chunksize=1024):
             yield from batch.to_pylist()
 
@@ -803,13 +820,15 @@ class Store:
             snapshot = self._mirror.latest()
             if snapshot.blocks is not None:
                 return snapshot.count(where.scope, where.tags, where.since, where.until)
-            return int(snapshot.dataset.count_rows(filter=where.sql()))
+            return int(snapshot.table.count_rows(where.sql()))
 
         return self._read("count", run)
 
     def without_windows(self, min_chars: int, limit: int) -> list[tuple[str, str]]:
         """(id, content) of memories of at least `min_chars` characters whose windows were
         never embedded (`chunks` is null): those stored by an earlier subcog."""
+        if self._read("windows backlog", self._mirror.latest).unreadable:
+            return []  # a scan would read the damaged file: after the repair
         where = f"chunks IS NULL AND character_length(content) >= {int(min_chars)}"
         found = self._scan("windows backlog", where, ["id", "content"], limit)
         return list(zip(found["id"].to_pylist(), found["content"].to_pylist(), strict=True))
@@ -847,7 +866,7 @@ class Store:
         return pa.ListArray.from_arrays(offsets, vectors, type=windows_type(self.dimension))
 
     def scopes(self) -> dict[str, int]:
-        scopes = self._scan("scopes", None, ["scope"], None)["scope"]
+        scopes = self._matching("scopes", Filter(), ["scope"])["scope"]
         counts = pa.compute.value_counts(scopes).to_pylist()
         return {item["values"]: item["counts"] for item in counts}
 
@@ -886,7 +905,8 @@ class Store:
         with self._locked():
             # One version for every check and the add: under the lock, nobody else commits.
             snapshot = self._read("write check", self._mirror.latest)
-            self._check_model(snapshot.dataset.schema)
+            table_schema = self._table.schema
+            self._check_model(table_schema)
             missing = set(replacing) - self.existing(replacing, snapshot)
             if missing:
                 raise MissingIds(sorted(missing))
@@ -903,9 +923,9 @@ class Store:
                     seen = {"id": row.id, "created_at": row.created_at}
                     known[("id", row.id)] = known[("text", row.scope, row.content_hash)] = seen
             if fresh:
-                data = self._arrow(fresh, snapshot.dataset.schema)
-                written = self._write("add", lambda: _append(snapshot.dataset, data))
-                self._mirror.added(data, snapshot.version, written)
+                data = self._arrow(fresh, table_schema)
+                written = self._write("add", lambda: self._table.add(data))
+                self._mirror.added(data, int(written.version))
             kept = {result["id"] for result in results if result is not None}
             self._delete_locked([i for i in replacing if i not in kept])
         if fresh:
@@ -933,7 +953,7 @@ class Store:
 
     def _nearest(
         self,
-        dataset: LanceDataset,
+        table: Any,
         vector: npt.NDArray[np.float32],
         limit: int,
         where: Filter,
@@ -943,16 +963,13 @@ class Store:
         depth = max(limit, VECTOR_FETCH_MIN)
 
         def search(where_sql: str | None) -> pa.Table:
-            nearest = {
-                "column": "vector",
-                "q": vector,
-                "k": depth,
-                "metric": "cosine",
-                "nprobes": NPROBES,
-                "ef": HNSW_EF,
-            }
+            query = table.search(vector, vector_column_name="vector").distance_type("cosine")
+            query = query.nprobes(NPROBES).ef(HNSW_EF)
+            if where_sql:
+                query = query.where(where_sql, prefilter=True)
             columns = [*MEMORY_COLUMNS, "vector", "chunks", "_distance"]
-            return dataset.to_table(columns, nearest=nearest, filter=where_sql, prefilter=True)
+            found: pa.Table = query.select(columns).limit(depth).to_arrow()
+            return found
 
         return self._filtered(search, _in_scope, where, sql, depth, enough=limit)
 
@@ -1178,7 +1195,10 @@ class Store:
         self._later.quiet(QUIET_AFTER_S)
 
     def _upkeep_soon(self, delay: float = 0.0) -> None:
-        self._later.soon(delay)
+        if self.asked is not None:
+            self.asked.append(delay)
+        else:
+            self._later.soon(delay)
 
     @property
     def closed(self) -> bool:
@@ -1201,10 +1221,10 @@ class Store:
 
     def _index_failed(self, snapshot: Snapshot, columns: list[str], error: BaseException) -> None:
         """An index on `columns` failed a search: say so once, and have upkeep build it again."""
-        parts = [s for s in segments(snapshot.dataset) if list(s.columns) == columns]
+        parts = [index for index in self._table.list_indices() if index.columns == columns]
         if not parts:
             return
-        name, uuids = parts[0].index, frozenset(s.uuid for s in parts)
+        name, uuids = parts[0].name, frozenset({parts[0].index_uuid})
         if self._broken.get(name, (None,))[0] == uuids:
             return
         self._broken[name] = (uuids, what_lance_said(error))
@@ -1217,13 +1237,9 @@ class Store:
         )
         self._upkeep_soon()
 
-    @staticmethod
-    def _index_parts(dataset: LanceDataset) -> dict[str, frozenset[str]]:
-        """Each index's name: the uuids of its parts, which change when it is built again."""
-        parts: dict[str, set[str]] = {}
-        for segment in segments(dataset):
-            parts.setdefault(segment.index, set()).add(segment.uuid)
-        return {name: frozenset(uuids) for name, uuids in parts.items()}
+    def _index_parts(self) -> dict[str, frozenset[str]]:
+        """Each index's name: its uuid, which changes when it is built again."""
+        return {index.name: frozenset({index.index_uuid}) for index in self._table.list_indices()}
 
     def damage(self) -> Damage:
         """What this process found it cannot read in the latest version: the fragments that
@@ -1233,21 +1249,12 @@ class Store:
         if not snapshot.unreadable and not self._broken:
             return Damage(snapshot.version)
         files: list[DamagedFile] = []
-        for fragment in snapshot.dataset.get_fragments():
-            if fragment.fragment_id not in snapshot.unreadable:
-                continue
-            key = tuple(str(f.path) for f in fragment.metadata.files)
+        if snapshot.unreadable:
+            key = tuple(sorted(snapshot.unreadable.items()))
             if key not in self._named:
-                self._named[key] = tuple(examine_fragment(self._uri, fragment)) or (
-                    DamagedFile(
-                        f"data/{key[0]}" if key else "data",
-                        "data",
-                        snapshot.unreadable[fragment.fragment_id],
-                        "could not be read",
-                    ),
-                )
+                self._named[key] = tuple(self._name_damage_aside(dict(snapshot.unreadable)))
             files.extend(self._named[key])
-        current = self._index_parts(snapshot.dataset) if self._broken else {}
+        current = self._index_parts() if self._broken else {}
         for name, (uuids, error) in list(self._broken.items()):
             if current.get(name) != uuids:
                 del self._broken[name]  # built again since
@@ -1256,9 +1263,33 @@ class Store:
                 files.append(DamagedFile(f"_indices/{uid}", "index", 0, error, name))
         return Damage(snapshot.version, tuple(files), dict(snapshot.unreadable))
 
+    def _name_damage_aside(self, fragments: dict[int, int]) -> list[DamagedFile]:
+        if not self.upkeep_aside:
+            return self.name_damage(fragments)
+        request = child.Request("name-damage", str(self.data_dir), self.model, self.dimension)
+        return child.damaged_files(replace(request, fragments=fragments))
+
+    def name_damage(self, fragments: dict[int, int]) -> list[DamagedFile]:
+        """The damaged files of these fragments (id: live memories), read to their end."""
+        import lance
+
+        from subcog.damage import examine_fragment
+
+        files: list[DamagedFile] = []
+        for fragment in lance.dataset(str(self._uri)).get_fragments():
+            if fragment.fragment_id in fragments:
+                found = examine_fragment(self._uri, fragment)
+                memories = fragments[fragment.fragment_id]
+                files.extend(found or [DamagedFile("data", "data", memories, "could not be read")])
+        return files
+
     def examine(self) -> Damage:
         """Read every data, deletion and index file of the latest version to its end."""
-        return self._read("examine", lambda: examine(self._uri, self._mirror.dataset()))
+        import lance
+
+        from subcog.damage import examine
+
+        return self._read("examine", lambda: examine(self._uri, lance.dataset(str(self._uri))))
 
     def repair(self, keep_in: Path) -> Repaired:
         """Rebuild what `examine` finds damaged: the damaged files are copied under `keep_in`;
@@ -1269,6 +1300,8 @@ class Store:
         Holds both locks throughout, so other processes' writes wait (StoreBusy past
         LOCK_TIMEOUT_S); their searches read the old version until the new one commits."""
         import lance
+
+        from subcog.damage import examine, keep_copies, rewrite
 
         if not self._compaction_locks(timeout=LOCK_TIMEOUT_S):
             raise StoreBusy(
@@ -1335,7 +1368,8 @@ class Store:
 
     def upkeep(self) -> bool:
         """Compact small fragments, erase deleted rows from the files, fold new rows into the
-        indexes, drop old versions.
+        indexes, drop old versions: one pass, here or, for a server, in a child process
+        (upkeep.py).
 
         Returns whether it ran: it never waits for a lock, so a busy store is done later.
         Compaction holds the write lock; indexing holds a lock of its own (see _index).
@@ -1343,39 +1377,63 @@ class Store:
         if self._closed.is_set() or not self._upkeep_running.acquire(blocking=False):
             return False
         try:
-            if not self._compaction_locks(timeout=0):
-                if self._erase_pending() is not None:  # erasure must not wait for the next write
-                    self._upkeep_soon(delay=1.0)
-                return False
-            try:
-                try:
-                    erasing = self._erase_pending()
-                    unreadable = set(self._read("refresh", self._mirror.latest).unreadable)
-                    before = self._table.version
-                    self._compact(unreadable)
-                    rewrote = self._table.version != before
-                finally:
-                    self._lock.release()  # the index pass keeps only the index lock
-                if unreadable:
-                    self._upkeep_while_damaged()
-                else:
-                    self._rebuild_broken()
-                    self._index(rebuild_words=erasing is not None and erasing.rewritten is None)
-                    if erasing is not None:
-                        self._advance(erasing)
-            finally:
-                self._index_lock.release()
-            if rewrote:
-                # The versions (and files) this pass replaced are dropped once old enough.
-                self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
+            unreadable = set(self._read("refresh", self._mirror.latest).unreadable)
+            broken = {name: sorted(uuids) for name, (uuids, _error) in self._broken.items()}
+            if self.upkeep_aside:
+                request = child.Request(
+                    "upkeep", str(self.data_dir), self.model, self.dimension, self._bulk
+                )
+                answer = child.run(replace(request, unreadable=sorted(unreadable), broken=broken))
+                ran, rewrote, rebuilt = answer.ran, answer.rewrote, answer.rebuilt
+                for delay in answer.again_in:
+                    self._upkeep_soon(delay)
+            else:
+                ran, rewrote, rebuilt = self.upkeep_pass(unreadable, broken)
+            for name in rebuilt:
+                self._broken.pop(name, None)
             if rewrote:  # the in-memory copy reads (and counts) the new fragments here, not in
                 self._read("refresh", self._mirror.latest)  # the next tool call
-            return True
+            return ran
         except Exception:
             log.exception("store upkeep failed; it will be tried again later")
             return False
         finally:
             self._upkeep_running.release()
+
+    def upkeep_pass(
+        self, unreadable: set[int], broken: dict[str, list[str]]
+    ) -> tuple[bool, bool, list[str]]:
+        """One pass of upkeep (see upkeep), leaving alone the fragments in `unreadable` and
+        building again the indexes in `broken` (name: the uuids that failed). Returns whether
+        it ran, whether a compaction wrote new fragments, and the indexes built again."""
+        if self.asked is not None:  # in the child process: the server's findings
+            self._broken = {name: (frozenset(uuids), "") for name, uuids in broken.items()}
+        before_broken = set(self._broken)
+        if not self._compaction_locks(timeout=0):
+            if self._erase_pending() is not None:  # erasure must not wait for the next write
+                self._upkeep_soon(delay=1.0)
+            return False, False, []
+        try:
+            try:
+                erasing = self._erase_pending()
+                before = self._table.version
+                self._compact(unreadable)
+                rewrote = self._table.version != before
+            finally:
+                self._lock.release()  # the index pass keeps only the index lock
+            if unreadable:
+                self._upkeep_while_damaged()
+            else:
+                self._rebuild_broken()
+                self._index(rebuild_words=erasing is not None and erasing.rewritten is None)
+                if erasing is not None:
+                    self._advance(erasing)
+        finally:
+            self._index_lock.release()
+        if rewrote:
+            # The versions (and files) this pass replaced are dropped once old enough.
+            self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
+        return True, rewrote, sorted(before_broken - set(self._broken))
 
     def _advance(self, erasing: Erasure) -> None:
         """Take a pending erasure one step on, holding the index lock, after a compaction that
@@ -1395,9 +1453,7 @@ class Store:
         if waited < KEEP_OLD_VERSIONS.total_seconds():
             self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() - waited + 0.5)
             return
-        import lance
-
-        oldest = min(v["version"] for v in lance.dataset(str(self._uri)).versions())
+        oldest = min(v["version"] for v in self._table.list_versions())
         if oldest < erasing.rewritten:  # not dropped yet (the cleanup ran too soon): again
             self._upkeep_soon(delay=KEEP_OLD_VERSIONS.total_seconds() + 0.5)
             return
@@ -1498,7 +1554,7 @@ class Store:
         did already. The caller holds the index lock, and no data file is damaged."""
         if not self._broken:
             return
-        current = self._index_parts(self._mirror.dataset())
+        current = self._index_parts()
         for name, (uuids, _error) in list(self._broken.items()):
             if current.get(name) == uuids:
                 self._table.drop_index(name)

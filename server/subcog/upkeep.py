@@ -1,0 +1,188 @@
+"""A server's store upkeep, in a short-lived child process.
+
+Upkeep needs the `lance` package for what LanceDB does not expose: compaction into fragments
+of FRAGMENT_ROWS with every deleted row rewritten out, folding new rows into chosen indexes,
+dropping old versions, and naming a damaged file. Loaded in a server, that second build of
+Lance stays resident for the server's life (125 MB, benchmarks/README.md, "One Lance"), and
+every client window starts a server. So a server runs each upkeep pass here: a child opens
+the store, runs the pass as a CLI command would (the same locks, the same code in store.py),
+and answers on stdout. It stays while passes keep coming, and exits IDLE_S after the last.
+
+    python -m subcog.upkeep      # one JSON Request a line on stdin, one Answer a line out
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from contextlib import nullcontext, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subcog.damage import DamagedFile
+
+if TYPE_CHECKING:
+    from subcog.store import Store
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 60.0  # how long a server waits, at exit, for the child's pass in hand
+IDLE_S = 30.0  # the child exits once no request came for this long
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the server asks of the child."""
+
+    task: str  # "upkeep" or "name-damage"
+    data_dir: str
+    model: str
+    dimension: int
+    bulk: bool = False
+    unreadable: list[int] = field(default_factory=list)  # fragment ids the server cannot read
+    # index name: the parts (uuids) of it whose search failed in the server
+    broken: dict[str, list[str]] = field(default_factory=dict)
+    fragments: dict[int, int] = field(default_factory=dict)  # name-damage: id: live memories
+
+
+@dataclass
+class Answer:
+    """What the child did."""
+
+    ran: bool = False
+    rewrote: bool = False  # a compaction wrote new fragments
+    again_in: list[float] = field(default_factory=list)  # upkeep asked to run again after these
+    rebuilt: list[str] = field(default_factory=list)  # indexes built again
+    files: list[dict[str, Any]] = field(default_factory=list)  # name-damage: DamagedFile fields
+
+
+class Child:
+    """The child process, started on the first request and kept while requests keep coming:
+    starting one costs about a second of CPU (Python, pyarrow, LanceDB and Lance). It exits
+    once IDLE_S pass without a request, or with the server."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+        self._idle: threading.Timer | None = None
+
+    def run(self, request: Request) -> Answer:
+        with self._lock:
+            if self._idle is not None:
+                self._idle.cancel()
+            try:
+                return self._ask(request)
+            except Exception:
+                self._stop()
+                raise
+            finally:
+                self._idle = threading.Timer(IDLE_S, self.stop)
+                self._idle.daemon = True
+                self._idle.start()
+
+    def _ask(self, request: Request) -> Answer:
+        process = self._process
+        if process is None or process.poll() is not None:
+            process = self._process = subprocess.Popen(  # the environment is the server's
+                [sys.executable, "-m", "subcog.upkeep"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(json.dumps(asdict(request)) + "\n")
+        process.stdin.flush()
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the upkeep process exited with {process.wait()}")
+        return Answer(**json.loads(line))
+
+    def stop(self) -> None:
+        """Let the child exit (it finishes the request in hand first) and wait for it."""
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with suppress(OSError):
+            assert process.stdin is not None
+            process.stdin.close()
+        try:
+            process.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+_CHILD = Child()
+atexit.register(_CHILD.stop)
+
+
+def run(request: Request) -> Answer:
+    """Run the request in the child process and wait for it. Its log lines go to our stderr."""
+    return _CHILD.run(request)
+
+
+def damaged_files(request: Request) -> list[DamagedFile]:
+    """The damaged files of these fragments, named by a child process."""
+    return [DamagedFile(**fields) for fields in run(request).files]
+
+
+def _serve(request: Request, stores: dict[tuple[str, str, int], Store]) -> Answer:
+    from subcog.store import Store
+
+    key = (request.data_dir, request.model, request.dimension)
+    if key not in stores:
+        asked: list[float] = []  # upkeep's requests to run again go back to the server
+        data_dir = Path(request.data_dir)
+        stores[key] = Store(
+            data_dir, request.model, request.dimension, check_model=False, asked=asked
+        )
+    store = stores[key]
+    assert store.asked is not None
+    store.asked.clear()  # opening asks for upkeep when an erasure is pending: the server knows
+    if request.task == "name-damage":
+        files = store.name_damage(request.fragments)
+        return Answer(ran=True, files=[asdict(file) for file in files])
+    with store.bulk() if request.bulk else nullcontext():
+        ran, rewrote, rebuilt = store.upkeep_pass(set(request.unreadable), request.broken)
+    return Answer(ran, rewrote, list(store.asked), rebuilt)
+
+
+def main() -> int:
+    """The child: read one Request a line on stdin, answer each on a line of stdout, log to
+    stderr; exit at the end of stdin."""
+    logging.basicConfig(  # as the server logs (cli.py)
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s subcog %(levelname)s %(name)s: %(message)s",
+    )
+    level = os.environ.get("SUBCOG_LOG_LEVEL", "").strip().upper() or "INFO"
+    logging.getLogger("subcog").setLevel(level)
+    stores: dict[tuple[str, str, int], Store] = {}
+    try:
+        for line in sys.stdin:
+            data = json.loads(line)
+            data["fragments"] = {int(k): v for k, v in data.get("fragments", {}).items()}
+            answer = _serve(Request(**data), stores)
+            sys.stdout.write(json.dumps(asdict(answer)) + "\n")
+            sys.stdout.flush()
+    finally:
+        for store in stores.values():
+            store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
