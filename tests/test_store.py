@@ -136,6 +136,7 @@ def test_lance_caches_grow_with_a_store_while_it_runs(
     # A server that grows past the vector index size must not keep caches sized for a small
     # store: the index would be read from disk at every search.
     monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 100)
+    monkeypatch.setattr("subcog.store.CACHE_STEP_ROWS", 64)
     store = memory.store
 
     def grow_to(count: int) -> None:
@@ -146,15 +147,15 @@ def test_lance_caches_grow_with_a_store_while_it_runs(
         )
         memory.store.warm()
 
-    grow_to(80)
-    assert store.cache_sized_for == 0  # below VECTOR_INDEX_ROWS the caches have one size
+    grow_to(60)
+    assert store.cache_sized_for == 0  # within the first step the caches keep their size
     grow_to(100)
-    assert store.cache_sized_for == 125
-    assert memory.store._cache_bytes(125)[0] > memory.store._cache_bytes(99)[0]
+    assert store.cache_sized_for == 100  # past it (and past VECTOR_INDEX_ROWS): bigger
+    assert store._cache_bytes(100)[0] > store._cache_bytes(60)[0]
     grow_to(120)
-    assert store.cache_sized_for == 125  # not opened again for every new row
+    assert store.cache_sized_for == 100  # not opened again for every new row
     grow_to(130)
-    assert store.cache_sized_for == 162
+    assert store.cache_sized_for == 130
     found = memory.recall("Which shelf holds box 300?", limit=1).memories
     assert found[0].content == "Shelf 100 holds box 300 of spare parts."
 

@@ -226,6 +226,10 @@ def _main(command: str, args: argparse.Namespace) -> int:
     # spin afterwards, in the way of the next embedding and of Lance: one thread is faster here
     # (recall p50 12.0 -> 7.1 ms at 10,000 memories). Read when numpy loads, which is later.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # Arrow's own allocator (mimalloc) keeps what the in-memory copy frees when it reads
+    # fragments again; glibc's gives it back (benchmarks/README.md, "One Lance"). Read when
+    # pyarrow first allocates, which is later.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     _big_blocks_back_to_the_system()
     settings = Settings.from_env()
     # subcog's own lines at SUBCOG_LOG_LEVEL; other libraries' only when they warn (ONNX

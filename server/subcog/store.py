@@ -103,9 +103,15 @@ WORDS_FOLD_ALWAYS_BELOW = 100_000
 WORDS_UNINDEXED_SHARE = 0.01
 # Every write makes a version; LanceDB caches each version's metadata. Bounded, so a server's
 # memory stays flat however long it runs.
+# Lance's caches, sized for the table's rows rounded up to CACHE_STEP_ROWS times a power of two:
+# so many bytes a row, at least CACHE_MIN_BYTES, at most the maximum (benchmarks/README.md,
+# "One Lance": at 419 memories, 128 MB of index cache held 30 MB of old index versions).
+CACHE_STEP_ROWS = 4096
+CACHE_MIN_BYTES = 4 * 2**20
 META_CACHE_BYTES = 32 * 2**20
+META_CACHE_BYTES_PER_ROW = 256
 INDEX_CACHE_BYTES = 128 * 2**20
-CACHE_HEADROOM = 1.25
+INDEX_CACHE_BYTES_PER_ROW = 1024
 VECTOR_INDEX_BYTES_PER_ROW = 768  # HNSW with scalar quantisation: 581-588 bytes a row measured
 BEST_SCORES_KEPT = 4096  # tokens in lexical_reference's cache
 BEST_SCORE_DRIFT = 0.1
@@ -406,10 +412,10 @@ class Store:
 
     def _resized(self, rows: int) -> Any | None:
         """For a store grown to `rows`, the table opened again with Lance's caches sized for
-        it (with CACHE_HEADROOM to spare, so that this is rare); None if they need not grow."""
+        it; None if they need not grow (they grow in steps, see _cache_bytes)."""
         if rows <= self._sized_for or self._cache_bytes(rows) == self._cache_bytes(self._sized_for):
             return None
-        self._sized_for = int(rows * CACHE_HEADROOM)
+        self._sized_for = rows
         self._table = self._open(self._sized_for)
         return self._table
 
@@ -497,13 +503,19 @@ class Store:
 
     @staticmethod
     def _cache_bytes(rows: int) -> tuple[int, int]:
-        """Lance's index and metadata caches for a table of `rows` memories: INDEX_CACHE_BYTES,
-        plus room for the whole vector index when the store is big enough to have one.
-        Smaller, each search would read parts of the index from disk again: at 1,000,000
-        memories the index is 588 MB, and with 128 MB of cache a recall took over a second."""
-        if rows < VECTOR_INDEX_ROWS:
-            return INDEX_CACHE_BYTES, META_CACHE_BYTES
-        return INDEX_CACHE_BYTES + rows * VECTOR_INDEX_BYTES_PER_ROW, META_CACHE_BYTES
+        """Lance's index and metadata caches for a table of `rows` memories, in steps (see
+        CACHE_STEP_ROWS), plus room for the whole vector index when the store is big enough to
+        have one. Smaller, each search would read parts of the index from disk again: at
+        1,000,000 memories the index is 588 MB, and with 128 MB of cache a recall took over a
+        second."""
+        sized = CACHE_STEP_ROWS
+        while sized < rows:
+            sized *= 2
+        index = min(INDEX_CACHE_BYTES, max(CACHE_MIN_BYTES, sized * INDEX_CACHE_BYTES_PER_ROW))
+        meta = min(META_CACHE_BYTES, max(CACHE_MIN_BYTES, sized * META_CACHE_BYTES_PER_ROW))
+        if rows >= VECTOR_INDEX_ROWS:
+            index += sized * VECTOR_INDEX_BYTES_PER_ROW
+        return index, meta
 
     @property
     def _uri(self) -> Path:
