@@ -308,40 +308,14 @@ class Embedder:
 
 
 def _fastembed(name: str, **kwargs: Any) -> Any:
-    import fastembed.common.onnx_model as onnx_model
-    import onnxruntime as ort
-    from fastembed import TextEmbedding
-
     # ONNX Runtime's worker threads keep spinning after each run by default: between two
     # embeddings they hold a core, the one LanceDB's searches and writes need (1.44 cores busy
     # with 3 ms pauses, against 0.88). Spinning during a run is what makes it fast, though (2.5
     # ms, against 3.8 with no spinning at all): stop it only once each run is over. fastembed
-    # does not expose the setting, so its session options are made here while the model loads.
-    def quiet_options() -> ort.SessionOptions:
-        options = ort.SessionOptions()
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        return options
+    # does not expose the setting, so subcog.internals passes it to the sessions it makes.
+    from subcog.internals import text_embedding
 
-    with _LOADING:
-        setattr(onnx_model, "ort", _Onnx(ort, quiet_options))  # noqa: B010
-        try:
-            return TextEmbedding(name, **kwargs)
-        finally:
-            setattr(onnx_model, "ort", ort)  # noqa: B010
-
-
-class _Onnx:
-    """onnxruntime as fastembed sees it while loading, with our session options."""
-
-    def __init__(self, ort: Any, session_options: Callable[[], Any]) -> None:
-        self._ort = ort
-        self.SessionOptions = session_options
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ort, name)
-
-
-_LOADING = threading.Lock()
+    return text_embedding(name, {"session.force_spinning_stop": "1"}, **kwargs)
 
 
 def load_embedder(settings: Settings) -> Embedder:

@@ -26,6 +26,7 @@ from subcog import validation as check
 from subcog.config import Settings
 from subcog.embedder import load_embedder
 from subcog.errors import InvalidInput, NotFound, NotReady, SubcogError
+from subcog.internals import lowlevel_server
 from subcog.memory import Forgotten, Memory, Recalled, Remembered, open_store
 
 if TYPE_CHECKING:
@@ -245,7 +246,7 @@ class SubcogServer(MCPServer):
         return await super().call_tool(name, arguments, context)
 
     async def run_stdio_async(self) -> None:
-        lowlevel = getattr(self, "_lowlevel_server", None)
+        lowlevel = lowlevel_server(self)
         if lowlevel is None:  # an SDK laid out otherwise: its own transport
             await super().run_stdio_async()
             return

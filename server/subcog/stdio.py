@@ -196,12 +196,7 @@ async def serve_stdio() -> AsyncIterator[Any]:
         if pipes is not None:
             reading, writing, writer, reader, blocking = pipes
             try:
-
-                async def write_pipe(data: bytes) -> None:
-                    writer.write(data)
-                    await writer.drain()
-
-                out = _Replies(write_pipe, gate)
+                out = _Replies(writer.write, gate)
                 lines = Checked(_pipe_line(reader), out.write, gate)
                 async with stdio_server(stdin=_Sent(lines, gate), stdout=out) as streams:  # type: ignore[arg-type]
                     yield streams
@@ -299,10 +294,52 @@ def _rebind_windows_handles() -> None:
             rebind_std_handle_to_fd(fd)
 
 
+class _PipeWriter(asyncio.BaseProtocol):
+    """The protocol of stdout's pipe, and its writer: `write` returns once the pipe has room.
+    The transport pauses it while more than its high-water mark waits unwritten, and resumes
+    it below the low one. Only asyncio's public protocol callbacks (asyncio.StreamWriter
+    would need asyncio.streams.FlowControlMixin, a private class, as its protocol)."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.WriteTransport | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+        self._lost = False
+        self._lost_with: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self._transport = transport
+
+    def pause_writing(self) -> None:
+        self._room.clear()
+
+    def resume_writing(self) -> None:
+        self._room.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost, self._lost_with = True, exc
+        self._room.set()
+
+    async def write(self, data: bytes) -> None:
+        """Write data, then wait while the pipe is full. Raises ConnectionResetError once the
+        pipe is gone (the reader closed it), as asyncio.StreamWriter.drain does."""
+        assert self._transport is not None
+        self._transport.write(data)
+        if self._transport.is_closing():
+            await asyncio.sleep(0)  # let connection_lost run
+        if self._lost:
+            raise ConnectionResetError("Connection lost") from self._lost_with
+        if not self._room.is_set():
+            await self._room.wait()
+            if self._lost and self._lost_with is not None:
+                raise self._lost_with
+
+
 _Pipes = tuple[
     asyncio.ReadTransport,
     asyncio.WriteTransport,
-    asyncio.StreamWriter,
+    _PipeWriter,
     asyncio.StreamReader,
     tuple[bool, bool],  # whether fds 0 and 1 were blocking
 ]
@@ -331,9 +368,9 @@ async def _pipes() -> _Pipes | None:
         stdout.close()
         return None
     try:
-        writing, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
+        writing, writer = await loop.connect_write_pipe(_PipeWriter, stdout)
     except ValueError:
         reading.close()
         stdout.close()
         return None
-    return reading, writing, asyncio.StreamWriter(writing, protocol, None, loop), reader, blocking
+    return reading, writing, writer, reader, blocking

@@ -1,0 +1,93 @@
+"""subcog.internals, the reaches into libraries' private APIs: pinned to the versions they were
+checked on, and each exercised for real on the installed library."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+import fastembed.common.onnx_model
+import numpy as np
+import onnxruntime
+import pytest
+from fastembed import TextEmbedding
+from mcp.server.lowlevel import Server
+
+from subcog import __version__
+from subcog.config import Settings
+from subcog.embedder import MODEL_NAME, snapshot_dir
+from subcog.internals import CHECKED_ON, lowlevel_server, text_embedding
+from subcog.server import build_server
+from tests.servers import JsonRpc, subcog_command
+
+SPINNING = "session.force_spinning_stop"
+
+
+@pytest.mark.parametrize("library", sorted(CHECKED_ON))
+def test_each_library_reached_into_is_the_version_it_was_checked_on(library: str) -> None:
+    installed = version(library)
+    assert installed == CHECKED_ON[library], (
+        f"{library} is {installed}, but subcog.internals was checked on {CHECKED_ON[library]}: "
+        f"read the functions there that use {library} against {installed}'s source, look "
+        "again for a public way, and then update CHECKED_ON."
+    )
+
+
+def test_lowlevel_server_is_the_one_the_mcp_server_is_built_on(settings: Settings) -> None:
+    server = build_server(settings)
+    lowlevel = lowlevel_server(server)
+    assert isinstance(lowlevel, Server)
+    # MCPServer's public properties read these from the server inside it.
+    assert (lowlevel.name, lowlevel.version) == ("subcog", __version__)
+    assert (server.name, server.version) == (lowlevel.name, lowlevel.version)
+    assert lowlevel.create_initialization_options().server_name == "subcog"
+
+
+def test_subcog_serve_runs_the_lowlevel_server_on_its_own_stdio_transport() -> None:
+    """A line that is not JSON gets a parse error: subcog's transport answers it, where the
+    SDK's own transport (what a missing lowlevel server falls back to) drops it silently."""
+    with subprocess.Popen(
+        [subcog_command(), "serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    ) as proc:
+        try:
+            rpc = JsonRpc(proc)
+            rpc.initialize()
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            proc.stdin.write(b"this is not json\n")
+            proc.stdin.flush()
+            reply = json.loads(proc.stdout.readline())
+            assert (reply["id"], reply["error"]["code"]) == (None, -32700)
+            assert rpc.wait(rpc.send("ping", {}))["result"] == {}
+        finally:
+            proc.kill()
+
+
+def test_text_embedding_sessions_carry_the_config_and_embed_as_fastembed_does(
+    model_cache: Path,
+) -> None:
+    snapshot = snapshot_dir(model_cache)
+    assert snapshot is not None
+    kwargs = {"specific_model_path": str(snapshot), "threads": 1}
+    ours = text_embedding(MODEL_NAME, {SPINNING: "1"}, **kwargs)
+    plain = TextEmbedding(MODEL_NAME, **kwargs)
+
+    # The ONNX Runtime session, inside fastembed 0.9.1's TextEmbedding: read here only.
+    options = ours.model.model.get_session_options()
+    assert options.get_session_config_entry(SPINNING) == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        plain.model.model.get_session_options().get_session_config_entry(SPINNING)
+    # fastembed's own onnxruntime is put back for every other load.
+    assert fastembed.common.onnx_model.ort is onnxruntime
+
+    texts = ["the office moved to Leeds", "where is the office?"]
+    vectors = np.asarray(list(ours.embed(texts)))
+    assert vectors.shape == (2, 384)
+    np.testing.assert_array_equal(vectors, np.asarray(list(plain.embed(texts))))
