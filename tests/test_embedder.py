@@ -172,3 +172,27 @@ def test_subcog_int8_must_be_one_or_zero(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("SUBCOG_INT8", "yes")
     with pytest.raises(InvalidSetting, match="SUBCOG_INT8 must be 1 or 0"):
         Settings.from_env()
+
+
+def test_minilm_gives_fastembeds_vectors_to_the_bit(embedder: Embedder, model_cache: Path) -> None:
+    # subcog.minilm runs the default model without fastembed; what it does must stay what
+    # fastembed 0.9.1 does for this model, for the int8 copy and the model as bundled.
+    from subcog.internals import text_embedding
+    from subcog.minilm import MiniLM
+
+    texts = [
+        "The user's manager is Dana Kim, who runs the platform team.",
+        "ERR-4711 means the token expired; see /etc/acme/prod.yaml (v2.3.1, pocket-ios).",
+        "",
+        "Crème brûlée — naïve café ✓ 東京",
+        " ".join(f"word{i}" for i in range(600)),  # cut at the model's limit
+    ]
+    bundled = snapshot_dir(model_cache, embedding.MODEL_NAME)
+    assert bundled is not None
+    assert embedder.int8 is not None
+    for directory in (embedder.int8, bundled):
+        ours = np.array(list(MiniLM(directory, threads=1).embed(texts)))
+        theirs = text_embedding(
+            embedding.MODEL_NAME, {}, specific_model_path=str(directory), threads=1
+        )
+        assert np.array_equal(ours, np.array(list(theirs.embed(texts, batch_size=1))))

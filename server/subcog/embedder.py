@@ -333,7 +333,7 @@ def load_embedder(settings: Settings) -> Embedder:
             # used the other core (remember mean 12.5 against 18 ms; both at 1,000 memories,
             # alternating in one process). The other core runs the full-text search meanwhile.
             def one_thread() -> Any:
-                return _fastembed(name, specific_model_path=str(int8), threads=1)
+                return _local(name, int8, threads=1)
 
             try:
                 return Embedder(one_thread(), source, name, dimension, int8, one_thread, True)
@@ -357,7 +357,7 @@ def load_embedder(settings: Settings) -> Embedder:
         try:
             return embedder(
                 ModelSource("path", path),
-                lambda **kw: _fastembed(name, specific_model_path=str(path), **kw),
+                lambda **kw: _local(name, path, **kw),
             )
         except Exception as exc:
             raise ModelUnavailable(
@@ -365,6 +365,9 @@ def load_embedder(settings: Settings) -> Embedder:
             ) from exc
 
     def cached(**kw: Any) -> Any:
+        found = snapshot_dir(cache_dir, name) if name == MODEL_NAME else None
+        if found is not None:
+            return _local(name, found, **kw)
         return _load_cached(name, cache_dir, **kw)
 
     failures: list[str] = []
@@ -416,6 +419,15 @@ def _int8_copy(settings: Settings, directory: Path) -> Path | None:
     except Exception as exc:
         log.warning("could not make an int8 copy of %s (%s); using it as it is", directory, exc)
         return None
+
+
+def _local(name: str, directory: Path, threads: int | None = None) -> Any:
+    """The model in `directory`: the default one run by subcog.minilm, any other by fastembed."""
+    if name == MODEL_NAME:
+        from subcog.minilm import MiniLM
+
+        return MiniLM(directory, threads)
+    return _fastembed(name, specific_model_path=str(directory), threads=threads)
 
 
 def _load_cached(name: str, cache_dir: Path, **kwargs: Any) -> Any:

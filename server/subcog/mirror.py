@@ -154,6 +154,17 @@ class Block:
                 return row
         return None
 
+    def position(self, memory_id: str) -> int:
+        """The row with this id, if here; -1 if not."""
+        hashes, order, _ = self._by_id
+        wanted = hash((memory_id,))
+        start = np.searchsorted(hashes, wanted, side="left")
+        end = np.searchsorted(hashes, wanted, side="right")
+        for i in order[start:end].tolist():
+            if self.ids[i] == memory_id:
+                return int(i)
+        return -1
+
     @cached_property
     def _by_id(self) -> _Keys:
         return _keys(zip(self.ids, strict=True), ("id",))
@@ -242,10 +253,19 @@ class Snapshot:
         query = self.table.search(text, query_type="fts", fts_columns="content")
         if where:
             query = query.where(where, prefilter=True)
-        found = query.select(["_score"]).with_row_id(True).limit(limit).to_arrow()
+        pending = [i for i, block in enumerate(self.blocks) if block.fragment < 0]
+        columns = ["id", "_score"] if pending else ["_score"]  # see Mirror._after_our_add
+        found = query.select(columns).with_row_id(True).limit(limit).to_arrow()
         rowids = found["_rowid"].to_numpy().astype(np.int64)
         scores = found["_score"].to_numpy().astype(np.float64)
         which, local = self.places(rowids)
+        for i in np.flatnonzero(which < 0).tolist() if pending else ():
+            memory_id = found["id"][i].as_py()
+            for index in pending:
+                at = self.blocks[index].position(memory_id)
+                if at >= 0:
+                    which[i], local[i] = index, at
+                    break
         kept = which >= 0  # rows of a damaged file, or newer than this version: not found
         return self._hits(which[kept], local[kept], scores[kept], dimension)
 
@@ -517,29 +537,21 @@ class Mirror:
 
     def _after_our_add(self, version: int, rows: int) -> dict[int, Block] | None:
         """The blocks after our own add (added()), if it made this version right after the
-        last one read: the rows we wrote, in one new fragment, the last rows of the table.
-        Their row ids come from reading the last rows' ids (a millisecond at 100,000 memories),
-        not every row id; None if anything else changed."""
+        last one read, with nothing read: the rows we wrote, in one new fragment. Its id is
+        not known (LanceDB does not say), so the block goes under a key of its own below zero,
+        and a full-text hit in an unknown fragment is looked up there by its memory id
+        (Snapshot.words); the next full refresh reads the fragment under its id. None if
+        anything else changed."""
         last = self._snapshot
         if self._added is None or self._added[0] != version or last is None:
             return None
         mine = self._added[1]
-        count = mine.num_rows
-        if last.blocks is None or last.version != version - 1 or rows != self._rows + count:
+        if last.blocks is None or last.version != version - 1 or rows != self._rows + mine.num_rows:
             return None
-        offsets = list(range(rows - count, rows))
-        found = self._table.take_offsets(offsets).select(["id"]).with_row_id().to_arrow()
-        rowids = found["_rowid"].to_numpy().astype(np.int64)
-        fragments = set((rowids >> 32).tolist())
-        if len(fragments) != 1 or found["id"].to_pylist() != mine["id"].to_pylist():
-            return None
-        fragment = fragments.pop()
-        if fragment in self._blocks or not np.array_equal(rowids & ROW_BITS, np.arange(count)):
-            return None
-        block = Block.of(mine, fragment)
+        block = Block.of(mine, -version)
         if rows <= self.counted_rows:
             block.counted()
-        return {**self._blocks, fragment: block}
+        return {**self._blocks, -version: block}
 
     def _changed(self, rows: int) -> dict[int, Block]:
         """The blocks of the latest version: those whose rows are unchanged kept, the others
