@@ -196,7 +196,7 @@ async def test_forgotten_content_can_be_remembered_again(client: Client) -> None
         ("recall", {"query": "x", "since": "2025-02-01", "until": "2025-01-01"}, "since is later"),
         ("recall", {"query": "x", "tags": ["a' OR 1=1 --"]}, "is not allowed"),
         ("recall", {"query": "x", "scope": "x' OR scope != '"}, "is not allowed"),
-        ("forget", {"ids": []}, "ids is empty"),
+        ("forget", {"ids": []}, "Say what to forget: ids from recall"),
         ("forget", {}, "Say what to forget"),
         ("forget", {"ids": ["0" * 32], "query": "x"}, "either ids, or a query"),
         ("forget", {"query": "x", "limit": 0}, "use at least 1"),
@@ -240,3 +240,19 @@ async def test_default_scope_comes_from_subcog_scope(
         found = await call(client, "recall", query="scoped apart", scope="*")
         assert found["memories"][0] == {**found["memories"][0], "scope": "elsewhere"}
         assert found["memories"][0]["id"] == other["id"]
+
+
+async def test_list_arguments_are_plain_arrays_and_null_means_not_given(client: Client) -> None:
+    # Clients that build arguments from a schema (the Inspector's --tool-arg ids=[...]) send a
+    # list as an array only when the schema says "array", not "array or null".
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    lists = [("remember", "tags"), ("remember", "supersedes"), ("recall", "tags")]
+    for tool, name in [*lists, ("forget", "ids"), ("forget", "tags")]:
+        assert tools[tool].input_schema["properties"][name]["type"] == "array", (tool, name)
+    stored = await call(
+        client, "remember", content="The spare key is under the blue pot.", supersedes=None
+    )
+    found = await call(client, "recall", query="where is the spare key?", tags=None, scope=None)
+    assert found["memories"][0]["id"] == stored["id"]
+    await call(client, "forget", ids=[stored["id"]], query=None, tags=None)
+    assert not (await call(client, "recall", query="where is the spare key?"))["memories"]

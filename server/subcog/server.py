@@ -238,6 +238,11 @@ class SubcogServer(MCPServer):
         if self._schemas is None:
             self._schemas = {tool.name: tool.input_schema for tool in await self.list_tools()}
         schema = self._schemas.get(name)
+        if schema is not None and isinstance(arguments, dict):
+            # An optional argument sent as null is an argument not sent: its default applies
+            # (the list parameters are plain arrays in the schemas, not "array or null").
+            required = set(schema.get("required", ()))
+            arguments = {k: v for k, v in arguments.items() if v is not None or k in required}
         if schema is not None:
             try:
                 check.check_arguments(name, schema, arguments)
@@ -297,16 +302,19 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
             Field(description='Small key-value details, e.g. {"source": "chat"}.'),
         ] = None,
         supersedes: Annotated[
-            list[str] | None,
+            list[str],
             Field(
                 description="Ids of memories this one replaces (a fact that changed); they are "
                 "deleted in the same step.",
                 max_length=check.MAX_IDS,
             ),
-        ] = None,
+        ] = [],  # noqa: B006
     ) -> Annotated[CallToolResult, Remembered]:
+        # Lists are plain arrays in the schemas, never "array or null": clients that build
+        # arguments from a schema (the Inspector's --tool-arg) then send them as arrays.
         with _tool_errors("remember"):
-            return _result(service.memory().remember(content, tags, scope, metadata, supersedes))
+            memory = service.memory()
+            return _result(memory.remember(content, tags, scope, metadata, supersedes or None))
 
     @server.tool(
         description="Find memories by meaning and exact words, best first; score 0.6+ is "
@@ -329,9 +337,9 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
             ),
         ] = 5,
         tags: Annotated[
-            Tags | None,
+            Tags,
             Field(description="Only memories with all these tags.", max_length=settings.max_tags),
-        ] = None,
+        ] = [],  # noqa: B006
         scope: Annotated[
             str | None,
             Field(description='Namespace to search; "*" searches all. Omit for the default.'),
@@ -348,7 +356,8 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
         ] = None,
     ) -> Annotated[CallToolResult, Recalled]:
         with _tool_errors("recall"):
-            return _result(service.memory().recall(query, limit, tags, scope, since, until))
+            memory = service.memory()
+            return _result(memory.recall(query, limit, tags or None, scope, since, until))
 
     @server.tool(
         annotations=ToolAnnotations(
@@ -357,12 +366,12 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
     )
     def forget(
         ids: Annotated[
-            list[str] | None,
+            list[str],
             Field(
                 description="Ids of memories to delete, as returned by remember or recall.",
                 max_length=check.MAX_IDS,
             ),
-        ] = None,
+        ] = [],  # noqa: B006
         query: Annotated[
             str | None,
             Field(
@@ -371,9 +380,9 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
             ),
         ] = None,
         tags: Annotated[
-            Tags | None,
+            Tags,
             Field(description="Instead of ids: only memories with all these tags."),
-        ] = None,
+        ] = [],  # noqa: B006
         scope: Annotated[
             str | None,
             Field(description='Instead of ids: only this scope ("*" for all).'),
@@ -392,7 +401,8 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
     ) -> Annotated[CallToolResult, Forgotten]:
         """Delete memories permanently: by id, or (after a dry-run preview) by query or filter."""
         with _tool_errors("forget"):
-            return _result(service.memory().forget(ids, query, tags, scope, limit, dry_run))
+            memory = service.memory()
+            return _result(memory.forget(ids or None, query, tags or None, scope, limit, dry_run))
 
     @server.resource(
         "memory://stats",
