@@ -8,6 +8,7 @@ and CLI commands can share a store.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import heapq
 import json
@@ -40,7 +41,7 @@ from subcog import upkeep as child
 from subcog.analysis import WORDS, tokens
 from subcog.damage import UNREADABLE, Damage, DamagedFile, what_lance_said
 from subcog.errors import MissingIds, ModelMismatch, NoSpace, StoreBusy, SubcogError, full_disk
-from subcog.mirror import MEMORY_COLUMNS, Hits, Mirror, Snapshot
+from subcog.mirror import MEMORY_COLUMNS, FullText, Hits, Mirror, Snapshot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -400,7 +401,9 @@ class Store:
                 self._check_model()
             self._upgrade()
             self._ensure_indexes()
-        self._mirror = Mirror(self._table, MIRROR_ROWS, COUNTED_ROWS, self._resized)
+        self._mirror = Mirror(
+            self._table, MIRROR_ROWS, COUNTED_ROWS, self._full_text(), self._resized
+        )
         _OPEN.add(self)
         if self._erase_pending() is not None:
             self._upkeep_soon()  # a process that exited left forgotten rows to erase
@@ -418,6 +421,18 @@ class Store:
         self._sized_for = rows
         self._table = self._open(self._sized_for)
         return self._table
+
+    def _full_text(self) -> FullText:
+        """The full-text search: LanceDB's async handle on the table (see mirror.FullText)."""
+
+        async def open_table() -> Any:
+            db = await lancedb.connect_async(
+                str(self.data_dir / "lancedb"), read_consistency_interval=timedelta(0)
+            )
+            return await db.open_table(TABLE)
+
+        with ThreadPoolExecutor(1) as aside:  # the caller may be inside an event loop
+            return FullText(aside.submit(lambda: asyncio.run(open_table())).result())
 
     def _open(self, rows: int) -> Any:
         """The table, created if new, with Lance's caches sized for `rows` memories. The
@@ -680,8 +695,7 @@ class Store:
             ):
                 return best
         try:  # the index only: rows not yet folded into it would be read whole
-            query = snapshot.table.search(piece, query_type="fts", fts_columns="content")
-            found = query.select(["_score"]).fast_search().limit(1).to_arrow()
+            found = snapshot.full_text.search(piece, ["_score"], None, 1, fast=True)
         except UNREADABLE as error:
             self._index_failed(snapshot, ["content"], error)
             return 0.0
@@ -717,12 +731,8 @@ class Store:
             return self._filtered(mirrored, Hits.in_scope, where, sql, depth, enough=depth)
 
         def search(where_sql: str | None) -> pa.Table:
-            query = snapshot.table.search(text, query_type="fts", fts_columns="content")
-            if where_sql:
-                query = query.where(where_sql, prefilter=True)
             columns = [*MEMORY_COLUMNS, "vector", "chunks", "_score"]
-            found: pa.Table = query.select(columns).limit(depth).to_arrow()
-            return found
+            return snapshot.full_text.search(text, columns, where_sql, depth)
 
         found = self._filtered(search, _in_scope, where, sql, depth, enough=depth)
         return Found.of(found, found["_score"].to_numpy())
@@ -1222,6 +1232,7 @@ class Store:
         self._closed.set()
         self._later.close()
         self._searches.shutdown(wait=True)
+        self._mirror.full_text.close()
         if self._upkeep_running.acquire(timeout=timeout):
             self._upkeep_running.release()
 
