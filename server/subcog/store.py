@@ -386,6 +386,7 @@ class Store:
     )
     _told_waiting: bool = field(init=False, default=False)
     _sized_for: int = field(init=False, default=0)  # see _resized
+    _session: Any = field(init=False, repr=False)  # the caches of the table last opened
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -420,14 +421,20 @@ class Store:
             return None
         self._sized_for = rows
         self._table = self._open(self._sized_for)
+        if getattr(self, "_mirror", None) is not None:  # not while the store opens
+            # The old search's loops close once no snapshot holds it (FullText's finalizer).
+            self._mirror.full_text = self._full_text()
         return self._table
 
     def _full_text(self) -> FullText:
-        """The full-text search: LanceDB's async handle on the table (see mirror.FullText)."""
+        """The full-text search: LanceDB's async handle on the table (see mirror.FullText),
+        sharing the caches of the table last opened (_open)."""
 
         async def open_table() -> Any:
             db = await lancedb.connect_async(
-                str(self.data_dir / "lancedb"), read_consistency_interval=timedelta(0)
+                str(self.data_dir / "lancedb"),
+                read_consistency_interval=timedelta(0),
+                session=self._session,
             )
             return await db.open_table(TABLE)
 
@@ -438,12 +445,13 @@ class Store:
         """The table, created if new, with Lance's caches sized for `rows` memories. The
         caller holds the write lock."""
         index_cache, metadata_cache = self._cache_bytes(rows)
+        self._session = lancedb.Session(
+            index_cache_size_bytes=index_cache, metadata_cache_size_bytes=metadata_cache
+        )
         db = lancedb.connect(
             str(self.data_dir / "lancedb"),
             read_consistency_interval=timedelta(0),
-            session=lancedb.Session(
-                index_cache_size_bytes=index_cache, metadata_cache_size_bytes=metadata_cache
-            ),
+            session=self._session,
         )
         if TABLE in db.list_tables().tables:
             table: Any = db.open_table(TABLE)
