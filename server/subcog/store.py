@@ -1374,7 +1374,9 @@ class Store:
 
         def poll() -> None:
             while not self._closed.wait(UPKEEP_POLL_S):  # a closed store touches Lance no more
-                if self._erase_pending() is not None:
+                # Not while a file is damaged: the erasure waits for `subcog repair`, and a
+                # server's upkeep process would stay for nothing (upkeep.IDLE_S).
+                if self._erase_pending() is not None and not self.damage().unreadable:
                     self.upkeep()
 
         threading.Thread(target=poll, name="subcog-upkeep-watch", daemon=True).start()

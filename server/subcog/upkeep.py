@@ -94,6 +94,7 @@ class Child:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
+                **_DETACHED,
             )
         assert process.stdin is not None
         assert process.stdout is not None
@@ -102,7 +103,10 @@ class Child:
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"the upkeep process exited with {process.wait()}")
-        return Answer(**json.loads(line))
+        data = json.loads(line)
+        if "error" in data:
+            raise RuntimeError(f"the upkeep process failed: {data['error']}")
+        return Answer(**data)
 
     def stop(self) -> None:
         """Let the child exit (it finishes the request in hand first) and wait for it."""
@@ -124,9 +128,24 @@ class Child:
         if process.stdout is not None:
             process.stdout.close()
 
+    def let_go(self) -> None:
+        """At exit: close the child's input without waiting for a pass in hand, which the
+        child finishes (it holds the store's locks, not ours) before it exits."""
+        process = self._process
+        if process is not None and process.stdin is not None:
+            with suppress(OSError, ValueError):
+                process.stdin.close()
 
+
+# The child in a process group of its own (a Ctrl-C to the server does not cut a pass short),
+# and on Windows without a console window of its own.
+_DETACHED: dict[str, Any]
+if sys.platform == "win32":
+    _DETACHED = {"creationflags": subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP}
+else:
+    _DETACHED = {"start_new_session": True}
 _CHILD = Child()
-atexit.register(_CHILD.stop)
+atexit.register(_CHILD.let_go)
 
 
 def run(request: Request) -> Answer:
@@ -170,14 +189,23 @@ def main() -> int:
     )
     level = os.environ.get("SUBCOG_LOG_LEVEL", "").strip().upper() or "INFO"
     logging.getLogger("subcog").setLevel(level)
+    # The answers go to a copy of stdout; whatever else writes to fd 1 (a library, native code)
+    # goes to stderr, as in a server (stdio.py).
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     stores: dict[tuple[str, str, int], Store] = {}
     try:
         for line in sys.stdin:
-            data = json.loads(line)
-            data["fragments"] = {int(k): v for k, v in data.get("fragments", {}).items()}
-            answer = _serve(Request(**data), stores)
-            sys.stdout.write(json.dumps(asdict(answer)) + "\n")
-            sys.stdout.flush()
+            try:
+                data = json.loads(line)
+                data["fragments"] = {int(k): v for k, v in data.get("fragments", {}).items()}
+                reply: dict[str, Any] = asdict(_serve(Request(**data), stores))
+            except Exception as exc:
+                log.exception("upkeep failed in the child process")
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            answers.write(json.dumps(reply) + "\n")
+            answers.flush()
     finally:
         for store in stores.values():
             store.close()
