@@ -1422,8 +1422,9 @@ class Store:
                     self._upkeep_soon(delay)
             else:
                 ran, rewrote, rebuilt = self.upkeep_pass(unreadable, broken)
-            for name in rebuilt:
-                self._broken.pop(name, None)
+            for name in rebuilt:  # unless a search found the new index failing meanwhile
+                if name in self._broken and sorted(self._broken[name][0]) == broken.get(name):
+                    del self._broken[name]
             if rewrote:  # the in-memory copy reads (and counts) the new fragments here, not in
                 self._read("refresh", self._mirror.latest)  # the next tool call
             return ran

@@ -71,20 +71,27 @@ class Child:
         self._process: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
         self._idle: threading.Timer | None = None
+        self._asked = 0  # requests so far: an idle timer stops the child only if none came since
 
     def run(self, request: Request) -> Answer:
         with self._lock:
             if self._idle is not None:
                 self._idle.cancel()
+            self._asked += 1
             try:
                 return self._ask(request)
             except Exception:
                 self._stop()
                 raise
             finally:
-                self._idle = threading.Timer(IDLE_S, self.stop)
+                self._idle = threading.Timer(IDLE_S, self._stop_if_idle, (self._asked,))
                 self._idle.daemon = True
                 self._idle.start()
+
+    def _stop_if_idle(self, asked: int) -> None:
+        with self._lock:
+            if self._asked == asked:
+                self._stop()
 
     def _ask(self, request: Request) -> Answer:
         process = self._process
@@ -107,11 +114,6 @@ class Child:
         if "error" in data:
             raise RuntimeError(f"the upkeep process failed: {data['error']}")
         return Answer(**data)
-
-    def stop(self) -> None:
-        """Let the child exit (it finishes the request in hand first) and wait for it."""
-        with self._lock:
-            self._stop()
 
     def _stop(self) -> None:
         process, self._process = self._process, None
