@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_S = 60.0  # how long a server waits, at exit, for the child's pass in hand
 IDLE_S = 30.0  # the child exits once no request came for this long
+# A pass that has not answered in this long is taken for hung, and its process stopped
+# (building the vector index of 1,000,000 memories takes minutes; benchmarks/README.md).
+ANSWER_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class Child:
         assert process.stdout is not None
         process.stdin.write(json.dumps(asdict(request)) + "\n")
         process.stdin.flush()
-        line = process.stdout.readline()
+        line = read_answer(process, ANSWER_TIMEOUT_S)
         if not line:
             raise RuntimeError(f"the upkeep process exited with {process.wait()}")
         data = json.loads(line)
@@ -137,6 +140,22 @@ class Child:
         if process is not None and process.stdin is not None:
             with suppress(OSError, ValueError):
                 process.stdin.close()
+
+
+def read_answer(process: subprocess.Popen[str], timeout: float) -> str:
+    """The child's next line, read in a thread of its own so that a hung child is stopped
+    after `timeout` seconds rather than waited for with the upkeep of this server."""
+    assert process.stdout is not None
+    stdout = process.stdout
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"the upkeep process gave no answer in {timeout:.0f} s; stopped it")
+    return lines[0] if lines else ""
 
 
 # The child in a process group of its own (a Ctrl-C to the server does not cut a pass short),
