@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_S = 60.0  # how long a server waits, at exit, for the child's pass in hand
+TIMEOUT_S = 60.0  # how long stopping the child waits for it to exit, before killing it
 IDLE_S = 30.0  # the child exits once no request came for this long
 # A pass that has not answered in this long is taken for hung, and its process stopped
 # (building the vector index of 1,000,000 memories takes minutes; benchmarks/README.md).
