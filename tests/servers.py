@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ def subcog_command() -> str:
     found = str(here) if here.exists() else shutil.which("subcog")
     assert found, "the subcog console script is not installed"
     return found
+
+
+def serve(
+    env: Mapping[str, str] | None = None, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """A `subcog serve` process on pipes, in `env` (the test's environment by default)."""
+    return subprocess.Popen(
+        [subcog_command(), "serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=dict(os.environ if env is None else env),
+    )
 
 
 def server_params() -> StdioServerParameters:

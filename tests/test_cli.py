@@ -15,7 +15,7 @@ from subcog.cli import EXIT_FILE, EXIT_INVALID, EXIT_MODEL, EXIT_NO_SPACE, main
 from subcog.config import Settings
 from subcog.memory import open_store
 from subcog.store import Store
-from tests.servers import JsonRpc, subcog_command
+from tests.servers import JsonRpc, serve, subcog_command
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -278,13 +278,7 @@ def test_a_full_disk_keeps_what_was_stored_and_says_where_to_free_space(
         f"subcog: No space left on device: free space under {data_dir}. Nothing was changed."
     )
     assert "Traceback" not in done.stderr
-    with subprocess.Popen(
-        [subcog_command(), "serve"],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    ) as proc:
+    with serve(env) as proc:
         rpc = JsonRpc(proc)
         rpc.initialize()
         reply = rpc.wait(

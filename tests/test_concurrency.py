@@ -20,7 +20,7 @@ from mcp.client.stdio import stdio_client
 
 from subcog.config import Settings
 from subcog.memory import open_store
-from tests.servers import JsonRpc, call, server_params, subcog_command
+from tests.servers import JsonRpc, call, serve, server_params, subcog_command
 
 pytestmark = pytest.mark.anyio
 
@@ -166,12 +166,7 @@ async def test_the_data_dir_and_its_files_are_readable_by_the_owner_only(
 def test_a_memory_remembered_by_the_cli_is_recalled_by_a_running_server(
     settings: Settings,
 ) -> None:
-    with subprocess.Popen(
-        [subcog_command(), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    ) as proc:
+    with serve() as proc:
         rpc = JsonRpc(proc)
         rpc.initialize()
         assert rpc.tool("recall", {"query": "pottery class"})["memories"] == []

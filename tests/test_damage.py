@@ -16,7 +16,7 @@ import lance
 import pytest
 
 from subcog.cli import EXIT_STORE, main
-from tests.servers import JsonRpc, subcog_command
+from tests.servers import JsonRpc, serve, subcog_command
 
 OLD = 300  # memories imported (and compacted into one data file) before the damage
 RECENT = ["The garden shed code is 4471.", "Tomatoes go in the north bed this year."]
@@ -72,16 +72,6 @@ def store_with_history(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> li
     return ids
 
 
-def serve() -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [subcog_command(), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
-    )
-
-
 def resource(rpc: JsonRpc, uri: str) -> dict[str, Any]:
     reply = rpc.wait(rpc.send("resources/read", {"uri": uri}))
     text: str = reply["result"]["contents"][0]["text"]
@@ -104,7 +94,9 @@ def test_a_damaged_data_file_costs_its_memories_and_repair_keeps_the_rest(
     assert f"cannot read _indices/{index.parent.name}/{index.name} (the index content_idx" in out
     assert "subcog repair" in out
 
-    with serve() as proc:  # it starts, serves what can be read, and says what is wrong
+    with serve(
+        stderr=subprocess.PIPE
+    ) as proc:  # it starts, serves what can be read, and says what is wrong
         rpc = JsonRpc(proc)
         rpc.initialize()
         found = rpc.tool("recall", {"query": "which code opens the shed"})["memories"]
@@ -164,7 +156,7 @@ def test_a_server_builds_a_damaged_full_text_index_again(
 ) -> None:
     index = full_text_index_file()
     cut_in_half(index)
-    with serve() as proc:
+    with serve(stderr=subprocess.PIPE) as proc:
         rpc = JsonRpc(proc)
         rpc.initialize()
         # By meaning while the index fails; it is built again in the background.

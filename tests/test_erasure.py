@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import JsonRpc, subcog_command
+from tests.servers import JsonRpc, serve, subcog_command
 
 WITHIN_S = 60.0
 
@@ -39,16 +39,6 @@ def erased_within(data_dir: Path, marker: bytes, seconds: float = WITHIN_S) -> f
         assert time.monotonic() - started < seconds, holding(data_dir, marker)
         time.sleep(0.5)
     return time.monotonic() - started
-
-
-def serve() -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [subcog_command(), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ),
-    )
 
 
 def remember_and_forget(proc: subprocess.Popen[bytes], marker: str) -> None:

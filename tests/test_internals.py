@@ -4,8 +4,6 @@ checked on, and each exercised for real on the installed library."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from subcog.config import Settings
 from subcog.embedder import MODEL_NAME, snapshot_dir
 from subcog.internals import CHECKED_ON, lowlevel_server, text_embedding
 from subcog.server import build_server
-from tests.servers import JsonRpc, subcog_command
+from tests.servers import JsonRpc, serve
 
 SPINNING = "session.force_spinning_stop"
 
@@ -49,13 +47,7 @@ def test_lowlevel_server_is_the_one_the_mcp_server_is_built_on(settings: Setting
 def test_subcog_serve_runs_the_lowlevel_server_on_its_own_stdio_transport() -> None:
     """A line that is not JSON gets a parse error: subcog's transport answers it, where the
     SDK's own transport (what a missing lowlevel server falls back to) drops it silently."""
-    with subprocess.Popen(
-        [subcog_command(), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ),
-    ) as proc:
+    with serve() as proc:
         try:
             rpc = JsonRpc(proc)
             rpc.initialize()

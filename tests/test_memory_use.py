@@ -3,22 +3,18 @@ Lance and not pylance's (benchmarks/README.md, "One Lance"); upkeep runs in a ch
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.servers import JsonRpc, subcog_command
+from tests.servers import JsonRpc, serve
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_server_maps_one_lance() -> None:
-    command = [subcog_command(), "serve"]
-    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
-    with subprocess.Popen(command, env=dict(os.environ), **pipes) as proc:
+    with serve() as proc:
         rpc = JsonRpc(proc)
         rpc.initialize()
         for i in range(60):  # past UPKEEP_EVERY: upkeep has run in its child process

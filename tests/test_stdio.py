@@ -20,7 +20,7 @@ from mcp.client.stdio import stdio_client
 from subcog.config import Settings
 from subcog.embedder import Embedder
 from subcog.memory import Memory, open_store
-from tests.servers import INITIALIZE, JsonRpc, call, server_params, subcog_command
+from tests.servers import INITIALIZE, JsonRpc, call, serve, server_params, subcog_command
 
 pytestmark = pytest.mark.anyio
 
@@ -117,13 +117,7 @@ def test_every_byte_on_stdout_is_a_json_rpc_message(cache: str, tmp_path: Path) 
         env["SUBCOG_CACHE_DIR"] = str(tmp_path / "empty-cache")
     seen: list[dict[str, Any]] = []
     lines: queue.Queue[bytes] = queue.Queue()
-    with subprocess.Popen(
-        [subcog_command(), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    ) as proc:
+    with serve(env, stderr=subprocess.PIPE) as proc:
         assert proc.stdin is not None
         assert proc.stdout is not None
         assert proc.stderr is not None
@@ -322,13 +316,7 @@ def test_a_client_that_never_reads_replies_does_not_grow_the_server() -> None:
         status = Path(f"/proc/{pid}/status").read_text()
         return int(status.split("VmRSS:")[1].split()[0]) // 1024
 
-    with subprocess.Popen(
-        [subcog_command(), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ),
-    ) as proc:
+    with serve() as proc:
         try:
             rpc = JsonRpc(proc)
             rpc.initialize()

@@ -12,26 +12,21 @@ import pytest
 from subcog.upkeep import read_answer
 
 
+def python(code: str) -> subprocess.Popen[str]:
+    """A real child process running `code`, on pipes as the upkeep child is."""
+    command = [sys.executable, "-c", code]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
 def test_a_child_that_gives_no_answer_is_stopped() -> None:
-    hung = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     started = time.monotonic()
-    with hung, pytest.raises(RuntimeError, match="gave no answer in 1 s"):
-        read_answer(hung, 1.0)
-    assert time.monotonic() - started < 10
-    assert hung.returncode is not None  # killed, not left running
+    with python("import time; time.sleep(60)") as hung:
+        with pytest.raises(RuntimeError, match="gave no answer in 1 s"):
+            read_answer(hung, 1.0)
+        assert time.monotonic() - started < 10
+        assert hung.returncode is not None  # killed, not left running
 
 
 def test_an_answer_is_read_whole() -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", "print('{\"ran\": true}')"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    with child:
+    with python("print('{\"ran\": true}')") as child:
         assert read_answer(child, 30.0) == '{"ran": true}\n'

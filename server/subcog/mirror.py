@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar
 
+import lancedb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -274,8 +275,7 @@ class FullText:
         except RuntimeError:
             pass
         else:
-            with ThreadPoolExecutor(1) as aside:
-                return aside.submit(lambda: asyncio.run(work())).result()
+            return _aside(work)
         loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
         if loop is None:
             loop = self._local.loop = asyncio.new_event_loop()
@@ -287,6 +287,25 @@ class FullText:
         """Close the threads' event loops (their threads no longer search)."""
         with self._lock:
             _close_loops(self._loops)
+
+
+def open_full_text(directory: str, table: str, session: Any) -> FullText:
+    """The full-text search of this table, sharing the caches of `session`."""
+
+    async def open_table() -> Any:
+        db = await lancedb.connect_async(
+            directory, read_consistency_interval=timedelta(0), session=session
+        )
+        return await db.open_table(table)
+
+    return FullText(_aside(open_table))
+
+
+def _aside(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run the coroutine work() makes on a thread of its own (the caller may be inside a
+    running event loop, where it could not)."""
+    with ThreadPoolExecutor(1) as aside:
+        return aside.submit(lambda: asyncio.run(work())).result()
 
 
 def _close_loops(loops: list[asyncio.AbstractEventLoop]) -> None:

@@ -8,7 +8,6 @@ and CLI commands can share a store.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import heapq
 import json
@@ -41,7 +40,7 @@ from subcog import upkeep as child
 from subcog.analysis import WORDS, tokens
 from subcog.damage import UNREADABLE, Damage, DamagedFile, what_lance_said
 from subcog.errors import MissingIds, ModelMismatch, NoSpace, StoreBusy, SubcogError, full_disk
-from subcog.mirror import MEMORY_COLUMNS, FullText, Hits, Mirror, Snapshot
+from subcog.mirror import MEMORY_COLUMNS, FullText, Hits, Mirror, Snapshot, open_full_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -427,19 +426,9 @@ class Store:
         return self._table
 
     def _full_text(self) -> FullText:
-        """The full-text search: LanceDB's async handle on the table (see mirror.FullText),
-        sharing the caches of the table last opened (_open)."""
-
-        async def open_table() -> Any:
-            db = await lancedb.connect_async(
-                str(self.data_dir / "lancedb"),
-                read_consistency_interval=timedelta(0),
-                session=self._session,
-            )
-            return await db.open_table(TABLE)
-
-        with ThreadPoolExecutor(1) as aside:  # the caller may be inside an event loop
-            return FullText(aside.submit(lambda: asyncio.run(open_table())).result())
+        """The full-text search (mirror.FullText), sharing the caches of the table last
+        opened (_open)."""
+        return open_full_text(str(self.data_dir / "lancedb"), TABLE, self._session)
 
     def _open(self, rows: int) -> Any:
         """The table, created if new, with Lance's caches sized for `rows` memories. The
@@ -807,16 +796,13 @@ class Store:
         """The rows passing the filter: from memory while the rows are mirrored (and with a
         damaged file, only there: a LanceDB scan would read it), else from LanceDB."""
 
-        def run() -> pa.Table:
-            snapshot = self._mirror.latest()
-            if snapshot.blocks is not None:
-                found = snapshot.matching(where.scope, where.tags, where.since, where.until)
-                if found is None:
-                    return schema(self.model, self.dimension).empty_table().select(columns)
-                return found.select(columns)
+        snapshot = self._read(what, self._mirror.latest)
+        if snapshot.blocks is None:
             return self._scan(what, where.sql(), columns, None)
-
-        return self._read(what, run)
+        found = snapshot.matching(where.scope, where.tags, where.since, where.until)
+        if found is None:
+            return schema(self.model, self.dimension).empty_table().select(columns)
+        return found.select(columns)
 
     def get(self, memory_id: str) -> dict[str, Any] | None:
         snapshot = self._read("get", self._mirror.latest)
