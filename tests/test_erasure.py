@@ -41,6 +41,14 @@ def erased_within(data_dir: Path, marker: bytes, seconds: float = WITHIN_S) -> f
     return time.monotonic() - started
 
 
+def cleared_within(pending: Path, seconds: float = WITHIN_S) -> None:
+    """The erase marker goes once the bytes are gone: a moment after, not at the same instant."""
+    started = time.monotonic()
+    while pending.exists():
+        assert time.monotonic() - started < seconds, pending
+        time.sleep(0.1)
+
+
 def remember_and_forget(proc: subprocess.Popen[bytes], marker: str) -> None:
     rpc = JsonRpc(proc)
     rpc.initialize()
@@ -87,6 +95,7 @@ def test_a_killed_server_leaves_the_erasure_to_the_next_process(next_process: st
         with serve() as proc:
             JsonRpc(proc).initialize()
             erased_within(data_dir, marker.encode())
+            cleared_within(data_dir / ".erase-pending")
             proc.kill()
     assert not (data_dir / ".erase-pending").exists()
 
@@ -115,6 +124,6 @@ def test_the_marker_stays_until_the_old_versions_are_gone() -> None:
         if pending.exists():  # rewritten: the fragments hold it no more, old versions do
             assert holding(data_dir, marker.encode())
         erased_within(data_dir, marker.encode())
-        assert not pending.exists()
+        cleared_within(pending)
     finally:
         store.close()
