@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, cast
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
@@ -221,6 +221,42 @@ Scope = Annotated[
 ]
 
 
+def compact_schema(schema: dict[str, Any], descriptions: bool = True) -> dict[str, Any]:
+    """A JSON schema as the tool list sends it, meaning the same for what the tools take and
+    return, in fewer bytes: without pydantic's titles (the property names again); an optional
+    parameter as its type alone, not "that or null" (a null argument counts as not given, and
+    results leave out what is null); and without descriptions where `descriptions` is false
+    (the results: what a model must know of them is in the tool's description)."""
+    return cast("dict[str, Any]", _compact(schema, descriptions))
+
+
+def _compact(node: Any, descriptions: bool) -> Any:
+    if isinstance(node, list):
+        return [_compact(item, descriptions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, str) and (
+            key == "title" or (key == "description" and not descriptions)
+        ):
+            continue
+        if key == "properties" and isinstance(value, dict):  # names here are not keywords
+            out[key] = {name: _compact(spec, descriptions) for name, spec in value.items()}
+        else:
+            out[key] = _compact(value, descriptions)
+    forms = out.get("anyOf")
+    if isinstance(forms, list):
+        others = [form for form in forms if form != {"type": "null"}]
+        if len(others) == 1 < len(forms) and out.get("default", ...) is None:
+            del out["anyOf"], out["default"]
+            out = {**others[0], **out}
+        elif all(isinstance(form, dict) and set(form) == {"type"} for form in forms):
+            del out["anyOf"]
+            out["type"] = [form["type"] for form in forms]
+    return out
+
+
 class SubcogServer(MCPServer):
     """MCPServer, on stdio through subcog.stdio's transport, whose tools take exactly the
     arguments their schemas name: others are refused, and so are values of another type ("5"
@@ -229,6 +265,22 @@ class SubcogServer(MCPServer):
     _schemas: dict[str, dict[str, Any]] | None = None
 
     async def list_tools(self) -> list[Tool]:
+        """The tools as clients see them. Every conversation pays for this list in context, so
+        the schemas are sent compact (`compact_schema`); arguments are checked against the full
+        ones."""
+        return [
+            tool.model_copy(
+                update={
+                    "input_schema": compact_schema(tool.input_schema),
+                    "output_schema": compact_schema(tool.output_schema, descriptions=False)
+                    if tool.output_schema is not None
+                    else None,
+                }
+            )
+            for tool in await self._strict_tools()
+        ]
+
+    async def _strict_tools(self) -> list[Tool]:
         tools = await super().list_tools()
         for tool in tools:
             tool.input_schema = {**tool.input_schema, "additionalProperties": False}
@@ -236,7 +288,7 @@ class SubcogServer(MCPServer):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         if self._schemas is None:
-            self._schemas = {tool.name: tool.input_schema for tool in await self.list_tools()}
+            self._schemas = {tool.name: tool.input_schema for tool in await self._strict_tools()}
         schema = self._schemas.get(name)
         if schema is not None and isinstance(arguments, dict):
             # An optional argument sent as null is an argument not sent: its default applies
@@ -278,8 +330,8 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
     )
 
     @server.tool(
-        description="Store a memory; the same text in a scope is stored once. supersedes "
-        "deletes what it replaces.",
+        description="Store one fact; the same text is stored once per scope. similar names "
+        "near-duplicates: supersede outdated ones.",
         # Destructive: supersedes deletes the memories it names. Not idempotent for the same
         # reason (a second call finds them gone).
         annotations=ToolAnnotations(
@@ -360,6 +412,8 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
             return _result(memory.recall(query, limit, tags or None, scope, since, until))
 
     @server.tool(
+        description="Delete memories for good: by ids at once, or by query or tags after a "
+        "preview (matches) unless dry_run is false.",
         annotations=ToolAnnotations(
             title="Forget", read_only_hint=False, destructive_hint=True, idempotent_hint=True
         ),
@@ -399,7 +453,6 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
             ),
         ] = None,
     ) -> Annotated[CallToolResult, Forgotten]:
-        """Delete memories permanently: by id, or (after a dry-run preview) by query or filter."""
         with _tool_errors("forget"):
             memory = service.memory()
             return _result(memory.forget(ids or None, query, tags or None, scope, limit, dry_run))
