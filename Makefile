@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check lint format bench clean
+.PHONY: run test check lint format bench dist bundle clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -11,7 +11,7 @@ $(BIN)/python:
 
 # Installed once; re-installed when pyproject.toml changes.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[offline]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -40,5 +40,14 @@ format: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/startup.py
 
+## Build the wheel and the sdist into dist/.
+dist: $(VENV)/.installed-dev
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
+## Build dist/subcog.mcpb, the Claude Desktop bundle, with @anthropic-ai/mcpb (npx, Node.js).
+bundle: dist
+	$(BIN)/python bundle/pack.py dist/subcog-*.whl dist/subcog.mcpb
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build
