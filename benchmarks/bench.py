@@ -254,18 +254,21 @@ async def measure(data_dir: str, start: int, calls: int) -> dict[str, Any]:
 
 
 def index_recall(data_dir: str, queries: int) -> float | None:
-    """recall@10 of the search a server runs (the HNSW index, as configured in store.py)
-    against exact search, over memory texts and questions; None when searches are exact."""
+    """recall@10 of the search a server runs (the HNSW index, as storage/limits.py configures
+    it) against exact search, over memory texts and questions; None when searches are exact."""
+    import lancedb
+
     from subcog.config import Settings
     from subcog.embedder import load_embedder
     from subcog.memory import open_store
-    from subcog.store import Filter
+    from subcog.storage.schema import Filter
 
     settings = Settings.from_env({**os.environ, "SUBCOG_DATA_DIR": data_dir})
     store = open_store(settings)
     rows = store.count()
-    if rows <= store._mirror.max_rows:
+    if rows <= store.limits.mirror_rows:
         return None
+    table = lancedb.connect(Path(data_dir) / "lancedb").open_table("memories")
     step = max(1, rows // queries)
     texts = [*QUERIES, *(memory_text(n).split(" (note")[0] for n in range(0, rows, step))]
     vectors = load_embedder(settings).embed(texts[:queries])
@@ -273,7 +276,7 @@ def index_recall(data_dir: str, queries: int) -> float | None:
     for vector in vectors:
         indexed = {row["id"] for row, _ in store.nearest(vector, 10, Filter())}
         exact = (
-            store._table.search(vector)
+            table.search(vector)
             .distance_type("cosine")
             .bypass_vector_index()
             .select(["id", "_distance"])

@@ -7,14 +7,16 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from subcog.cli import EXIT_FILE, EXIT_INVALID, EXIT_MODEL, EXIT_NO_SPACE, main
 from subcog.config import Settings
-from subcog.memory import open_store
-from subcog.store import Store
+from subcog.embedder import Embedder
+from subcog.memory import Memory, open_store
+from subcog.storage.limits import Limits
 from tests.servers import JsonRpc, serve, subcog_command
 
 
@@ -178,30 +180,19 @@ def test_import_is_idempotent_reports_bad_lines_and_round_trips_with_export(
 
 
 def test_a_bulk_import_builds_the_vector_index_once_at_the_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
+    settings: Settings, embedder: Embedder
 ) -> None:
-    monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 300)
-    monkeypatch.setattr("subcog.store.UPKEEP_EVERY", 1)  # upkeep after every batch
-    monkeypatch.setattr("subcog.memory.IMPORT_BATCH", 100)
-    built: list[int] = []
-    original = Store._index_vectors
-
-    def counting(store: Store) -> None:
-        original(store)
-        if "vector" in store._indexed():
-            built.append(store._table.count_rows())
-
-    monkeypatch.setattr(Store, "_index_vectors", counting)
-    source = tmp_path / "notes.jsonl"
+    """What `subcog import` does (Memory.import_jsonl in bulk), with upkeep after every batch
+    and a vector index due at 300 memories."""
+    tuned = replace(settings, limits=Limits(vector_index_rows=300, upkeep_every=1))
+    memory = Memory(open_store(tuned), embedder, tuned)
     notes = [f"Crate {i} on shelf {i % 9} holds {i * 7} bolts." for i in range(700)]
-    source.write_text("\n".join(json.dumps({"content": note}) for note in notes))
+    lines = (json.dumps({"content": note}) for note in notes)
 
-    assert main(["import", str(source)]) == 0
+    assert memory.import_jsonl(lines, batch_size=100, bulk=True).added == 700
 
-    store = open_store(settings)
-    (index,) = [i for i in store._table.list_indices() if i.columns == ["vector"]]
-    assert store._table.index_stats(index.name).num_unindexed_rows == 0
-    assert set(built) == {700}  # never over part of the rows while importing
+    assert memory.store.indexes()["vector"] == (700, 0)
+    assert memory.store.vector_index_builds == 1  # never over part of the rows meanwhile
 
 
 def test_the_first_start_says_only_what_subcog_did(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import lancedb
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
@@ -26,10 +27,9 @@ pytestmark = pytest.mark.anyio
 
 
 def all_rows(settings: Settings) -> list[dict[str, Any]]:
-    store = open_store(settings)
-    rows: list[dict[str, Any]] = (
-        store._table.search().select(["id", "content"]).limit(None).to_list()
-    )
+    """Every row, read by LanceDB itself."""
+    table = lancedb.connect(settings.data_dir / "lancedb").open_table("memories")
+    rows: list[dict[str, Any]] = table.search().select(["id", "content"]).limit(None).to_list()
     return rows
 
 

@@ -106,7 +106,7 @@ def test_the_marker_stays_until_the_old_versions_are_gone() -> None:
     process that stopped there leaves its marker."""
     from subcog.config import Settings
     from subcog.memory import open_store
-    from subcog.store import Erasure
+    from subcog.storage.erasure import Erasure
 
     marker = uuid.uuid4().hex
     data_dir = Path(os.environ["SUBCOG_DATA_DIR"])

@@ -17,7 +17,13 @@ from mcp.server.lowlevel import Server
 from subcog import __version__
 from subcog.config import Settings
 from subcog.embedder import MODEL_NAME, snapshot_dir
-from subcog.internals import CHECKED_ON, lowlevel_server, text_embedding
+from subcog.internals import (
+    CHECKED_ON,
+    fragment_of,
+    lowlevel_server,
+    offset_in_fragment,
+    text_embedding,
+)
 from subcog.server import build_server
 from tests.servers import JsonRpc, serve
 
@@ -83,3 +89,26 @@ def test_text_embedding_sessions_carry_the_config_and_embed_as_fastembed_does(
     vectors = np.asarray(list(ours.embed(texts)))
     assert vectors.shape == (2, 384)
     np.testing.assert_array_equal(vectors, np.asarray(list(plain.embed(texts))))
+
+
+def test_a_row_id_is_its_fragment_and_its_place_there(tmp_path: Path) -> None:
+    """What the in-memory copy reads into `_rowid` (storage/mirror.py): each add is a fragment
+    of its own, numbered in order, its rows at places 0, 1, ...; a delete leaves the others'
+    row ids as they were."""
+    import lancedb
+    import pyarrow as pa
+
+    table = lancedb.connect(tmp_path / "db").create_table(
+        "t", schema=pa.schema([pa.field("n", pa.int64())])
+    )
+    table.add(pa.table({"n": [0, 1, 2]}))
+    table.add(pa.table({"n": [3, 4]}))
+    table.delete("n = 1")
+
+    def rowids() -> dict[int, int]:
+        found = table.search().select(["n"]).with_row_id(True).to_arrow()
+        return dict(zip(found["n"].to_pylist(), found["_rowid"].to_pylist(), strict=True))
+
+    ids = np.asarray([rowids()[n] for n in (0, 2, 3, 4)], dtype=np.int64)
+    assert fragment_of(ids).tolist() == [0, 0, 1, 1]
+    assert offset_in_fragment(ids).tolist() == [0, 2, 0, 1]

@@ -17,7 +17,7 @@ def test_a_server_maps_one_lance() -> None:
     with serve() as proc:
         rpc = JsonRpc(proc)
         rpc.initialize()
-        for i in range(60):  # past UPKEEP_EVERY: upkeep has run in its child process
+        for i in range(60):  # past Limits.upkeep_every: upkeep has run in its child process
             rpc.tool("remember", {"content": f"Fact {i}: the blue box {i} is on shelf {i % 7}."})
         assert rpc.tool("recall", {"query": "where is blue box 12?"})["memories"]
         time.sleep(2)

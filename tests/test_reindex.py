@@ -18,7 +18,8 @@ from subcog.embedder import Embedder
 from subcog.errors import ModelMismatch
 from subcog.memory import content_hash, open_memory, reindex
 from subcog.server import build_server
-from subcog.store import Row, Store
+from subcog.storage.schema import Row
+from subcog.storage.store import Store
 
 OLD_MODEL, OLD_DIMENSION = "test/old-model", 8
 FACTS = [f"Fact {i}: the blue folder on shelf {i} holds the {i}th tax return." for i in range(23)]
@@ -72,16 +73,15 @@ def test_reindex_re_embeds_every_memory_and_resumes_after_an_interruption(
         if len(seen) == 2:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
 
-    partial = Store(settings.data_dir, settings.model, 384, check_model=False)
     with pytest.raises(KeyboardInterrupt):
-        partial.reindex(embedder.embed_memories, batch_size=5, progress=interrupt)
+        reindex(settings, progress=interrupt, batch_size=5)
     with pytest.raises(ModelMismatch):
         open_memory(settings)  # not switched yet: the old model is still the store's
 
     assert main(["reindex"]) == 0
     assert "re-embedded 24 memories" in capsys.readouterr().out
     memory = open_memory(settings)
-    assert memory.store._table.schema.field("vector").type.list_size == 384
+    assert memory.store.schema().field("vector").type.list_size == 384
     assert sorted(m.id for m in memory.list("*", 100)) == sorted(ids)
     found = memory.recall("What is Caroline's job?", limit=1).memories
     assert found[0].content == "Caroline works as a counselor for LGBTQ youth."
@@ -99,9 +99,8 @@ def test_an_old_model_server_still_writes_while_a_reindex_runs(
     def interrupt(done: int, total: int) -> None:
         raise KeyboardInterrupt
 
-    partial = Store(settings.data_dir, settings.model, 384, check_model=False)
     with pytest.raises(KeyboardInterrupt):
-        partial.reindex(embedder.embed_memories, batch_size=5, progress=interrupt)
+        reindex(settings, progress=interrupt, batch_size=5)
     old = Store(settings.data_dir, OLD_MODEL, OLD_DIMENSION)
     text = "Written by the old model's server during the reindex."
     row = Row(

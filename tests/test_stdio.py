@@ -9,9 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 from mcp import Client
@@ -20,6 +20,7 @@ from mcp.client.stdio import stdio_client
 from subcog.config import Settings
 from subcog.embedder import Embedder
 from subcog.memory import Memory, open_store
+from subcog.storage.limits import Limits
 from tests.servers import INITIALIZE, JsonRpc, call, serve, server_params, subcog_command
 
 pytestmark = pytest.mark.anyio
@@ -180,22 +181,23 @@ async def test_supersedes_and_forget_by_query_over_stdio() -> None:
 # The server as `subcog serve` runs it, with the in-memory limit and the vector index size
 # lowered from 150,000 and 120,000 to 100: its searches go to Lance and the HNSW index.
 PAST_THE_MIRROR = (
-    "import sys, subcog.store as store; "
-    "store.MIRROR_ROWS = store.VECTOR_INDEX_ROWS = 100; "
-    "from subcog.cli import main; sys.exit(main(['serve']))"
+    "import sys; from dataclasses import replace; from subcog.cli import main; "
+    "from subcog.config import Settings; from subcog.storage.limits import Limits; "
+    "limits = Limits(mirror_rows=100, vector_index_rows=100); "
+    "sys.exit(main(['serve'], replace(Settings.from_env(), limits=limits)))"
 )
 
 
 async def test_a_store_past_the_in_memory_limit_over_stdio(
     settings: Settings, embedder: Embedder
 ) -> None:
-    with patch("subcog.store.VECTOR_INDEX_ROWS", 100):
-        memory = Memory(open_store(settings), embedder, settings)
-        texts = [f"Note {i}: the parcel {i} left depot {i % 9} on day {i}." for i in range(150)]
-        memory.import_jsonl(json.dumps({"content": t}) for t in texts)
-        memory.store.upkeep_now()  # the vector index, before the server starts
-        assert "vector" in memory.store._indexed()
-        memory.store.close()
+    tuned = replace(settings, limits=Limits(vector_index_rows=100))
+    memory = Memory(open_store(tuned), embedder, tuned)
+    texts = [f"Note {i}: the parcel {i} left depot {i % 9} on day {i}." for i in range(150)]
+    memory.import_jsonl(json.dumps({"content": t}) for t in texts)
+    memory.store.upkeep_now()  # the vector index, before the server starts
+    assert "vector" in memory.store.indexes()
+    memory.store.close()
     params = server_params()
     params.command, params.args = sys.executable, ["-c", PAST_THE_MIRROR]
     async with Client(stdio_client(params)) as client:
@@ -220,7 +222,7 @@ async def test_a_store_past_the_in_memory_limit_over_stdio(
         assert found["memories"] == []
     store = open_store(settings)
     try:
-        assert "vector" in store._indexed()
+        assert "vector" in store.indexes()
     finally:
         store.close()
 

@@ -6,9 +6,12 @@ import json
 import stat
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -17,12 +20,22 @@ from subcog.config import Settings
 from subcog.embedder import DIMENSION, MODEL_NAME, Embedder
 from subcog.errors import ModelMismatch
 from subcog.memory import Memory, open_store
-from subcog.store import LANCE_DEPTH, Filter, Later, Store
+from subcog.storage.limits import Limits
+from subcog.storage.scheduler import Scheduler
+from subcog.storage.schema import Filter
+from subcog.storage.store import Store
+
+
+def tuned(memory: Memory, **limits: Any) -> Memory:
+    """The same data dir, through a store with these limits."""
+    memory.store.close()
+    settings = replace(memory.settings, limits=Limits(**limits))
+    return Memory(open_store(settings), memory.embedder, settings)
 
 
 def test_the_table_has_the_documented_schema_and_records_the_model(settings: Settings) -> None:
     store = open_store(settings)
-    schema = store._table.schema
+    schema = store.schema()
     assert schema.field("id").type == pa.string()
     assert not schema.field("id").nullable
     assert schema.field("vector").type == pa.list_(pa.float32(), DIMENSION)
@@ -104,13 +117,12 @@ def test_data_dir_env_is_respected(tmp_path: Path, settings: Settings) -> None:
 
 
 def test_past_a_size_searches_use_one_vector_index_rebuilt_as_the_store_grows(
-    memory: Memory, monkeypatch: pytest.MonkeyPatch
+    memory: Memory,
 ) -> None:
-    monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 300)
-    memory.store._mirror.max_rows = 300  # past it, searches go to LanceDB and its index
+    # Past mirror_rows, searches go to LanceDB and its index.
+    memory = tuned(memory, vector_index_rows=300, mirror_rows=300, vector_deltas_max=3)
     texts = [f"Note {i}: box {i} on shelf {i % 7} holds {i * 3} screws." for i in range(300)]
     assert memory.import_jsonl(json.dumps({"content": t}) for t in texts).added == 300
-    monkeypatch.setattr("subcog.store.VECTOR_DELTAS_MAX", 3)
     assert memory.store.upkeep()
     assert vector_index_deltas(memory) == ([300], 0)
     memory.remember("The spare house key is taped under the blue flowerpot.")
@@ -130,13 +142,10 @@ def test_past_a_size_searches_use_one_vector_index_rebuilt_as_the_store_grows(
     assert vector_index_deltas(memory) == ([383], 0)  # past VECTOR_REBUILD_SHARE: built again
 
 
-def test_lance_caches_grow_with_a_store_while_it_runs(
-    memory: Memory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_lance_caches_grow_with_a_store_while_it_runs(memory: Memory) -> None:
     # A server that grows past the vector index size must not keep caches sized for a small
     # store: the index would be read from disk at every search.
-    monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 100)
-    monkeypatch.setattr("subcog.store.CACHE_STEP_ROWS", 64)
+    memory = tuned(memory, vector_index_rows=100, cache_step_rows=64)
     store = memory.store
 
     def grow_to(count: int) -> None:
@@ -150,12 +159,15 @@ def test_lance_caches_grow_with_a_store_while_it_runs(
     grow_to(60)
     assert store.cache_sized_for == 0  # within the first step the caches keep their size
     grow_to(100)
-    assert store.cache_sized_for == 100  # past it (and past VECTOR_INDEX_ROWS): bigger
-    assert store._cache_bytes(100)[0] > store._cache_bytes(60)[0]
+    assert store.cache_sized_for == 100  # past it (and past vector_index_rows): bigger
+    assert store.limits.cache_bytes(100)[0] > store.limits.cache_bytes(60)[0]
     grow_to(120)
     assert store.cache_sized_for == 100  # not opened again for every new row
     grow_to(130)
     assert store.cache_sized_for == 130
+    reopened = Store(store.data_dir, store.model, store.dimension, limits=store.limits)
+    assert reopened.cache_sized_for == 130  # sized when it opens, not at its first read
+    reopened.close()
     found = memory.recall("Which shelf holds box 300?", limit=1).memories
     assert found[0].content == "Shelf 100 holds box 300 of spare parts."
 
@@ -164,17 +176,17 @@ def vector_index_deltas(memory: Memory) -> tuple[list[int], int]:
     """Rows in each part of the vector index, and rows outside it."""
     import lance
 
-    stats = lance.dataset(str(memory.store._uri)).stats.index_stats("vector_idx")
+    table = memory.store.data_dir / "lancedb" / "memories.lance"
+    stats = lance.dataset(str(table)).stats.index_stats("vector_idx")
     return stats["num_indexed_rows_per_delta"], stats["num_unindexed_rows"]
 
 
 def test_with_a_vector_index_a_rare_scope_still_gets_its_own_nearest_memories(
-    memory: Memory, monkeypatch: pytest.MonkeyPatch
+    memory: Memory,
 ) -> None:
     # The main scope is filtered after the index search; a rare one finds nothing that way
     # and must be searched again with the filter first.
-    monkeypatch.setattr("subcog.store.VECTOR_INDEX_ROWS", 300)
-    memory.store._mirror.max_rows = 300
+    memory = tuned(memory, vector_index_rows=300, mirror_rows=300)
     texts = [f"Note {i}: the parcel {i} left depot {i % 9} on day {i}." for i in range(300)]
     assert memory.import_jsonl(json.dumps({"content": t}) for t in texts).added == 300
     memory.remember("The boat's spare propeller is in the garage loft.", scope="boat")
@@ -183,17 +195,18 @@ def test_with_a_vector_index_a_rare_scope_still_gets_its_own_nearest_memories(
     assert vector_index_deltas(memory) == ([302], 0)
 
     vector = memory.embedder.embed(["Where did the parcels leave from?"])[0]
-    searched = memory.store.candidates("parcels depot", lambda: vector, 100, Filter("default"))
+    searched = memory.store.search("parcels depot", 100, Filter("default")).finish(vector)
     lexical, semantic = searched.lexical, searched.semantic
-    assert len(semantic.ids()) == len(lexical.ids()) == LANCE_DEPTH  # not 100 past the mirror
+    depth = Limits().lance_depth
+    assert len(semantic.ids()) == len(lexical.ids()) == depth  # not 100 past the mirror
     found = memory.recall("Where did the parcels leave from?", limit=5).memories
     assert len(found) == 5
     assert all(m.scope is None for m in found)  # the default scope
-    assert "default" not in memory.store._rare_scopes
+    assert "default" not in memory.store.rare_scopes
     found = memory.recall("Where is the propeller kept?", limit=5, scope="boat").memories
     assert found[0].content == "The boat's spare propeller is in the garage loft."
     assert {m.scope for m in found} == {"boat"}
-    assert memory.store._rare_scopes == {"boat"}
+    assert memory.store.rare_scopes == {"boat"}
     found = memory.recall("When was the anchor chain replaced?", limit=5, scope="boat").memories
     assert found[0].content == "Anchor chain was replaced in May."
 
@@ -219,13 +232,13 @@ def test_in_memory_a_rare_scope_still_gets_its_own_full_text_matches(memory: Mem
     )
     store = memory.store
     vector = memory.embedder.embed(["parcel"])[0]
-    lexical = store.candidates("parcel", lambda: vector, 100, Filter("default")).lexical
+    lexical = store.search("parcel", 100, Filter("default")).finish(vector).lexical
     assert len(lexical.ids()) == 100
     assert set(lexical.scopes()) == {"default"}
-    assert store._rare_scopes == set()
-    lexical = store.candidates("parcel", lambda: vector, 100, Filter("boat")).lexical
+    assert store.rare_scopes == set()
+    lexical = store.search("parcel", 100, Filter("boat")).finish(vector).lexical
     assert lexical.ids() == [boat.id]
-    assert store._rare_scopes == {"boat"}
+    assert store.rare_scopes == {"boat"}
 
 
 def shelf_memory(memory: Memory) -> Memory:
@@ -250,15 +263,15 @@ def test_the_in_memory_search_and_lancedb_give_the_same_results_under_every_filt
         Filter(until=datetime(2024, 6, 10, 10, tzinfo=timezone.utc)),
         Filter(scope="nowhere"),
     ]
+    lancedb_only = replace(memory.settings, limits=Limits(mirror_rows=0))
+    by_lance = open_store(lancedb_only)  # the same searches, by LanceDB
     for where in filters:
         in_memory = store.nearest(vector, 10, where)
-        store._mirror.max_rows = 0  # the same search, by LanceDB
-        store._mirror.forget()
-        by_lancedb = store.nearest(vector, 10, where)
-        store._mirror.max_rows = 1000
+        by_lancedb = by_lance.nearest(vector, 10, where)
         assert [row["id"] for row, _ in in_memory] == [row["id"] for row, _ in by_lancedb]
         assert [round(s, 4) for _, s in in_memory] == [round(s, 4) for _, s in by_lancedb]
         assert in_memory == [] or in_memory[0][0] == by_lancedb[0][0]
+    by_lance.close()
 
 
 def test_the_in_memory_copy_follows_deletes_compaction_and_other_handles(
@@ -297,7 +310,7 @@ def test_upkeep_asked_for_later_still_runs_after_an_earlier_run() -> None:
         if len(runs) == 3:
             done.set()
 
-    later = Later(action, "test-later")
+    later = Scheduler(action, "test-later")
     started = time.monotonic()
     later.quiet(0.01)
     assert done.wait(10), f"ran {len(runs)} times"
@@ -317,19 +330,19 @@ def test_an_import_in_many_batches_keeps_order_duplicates_and_bad_lines(memory: 
     assert (report.added, report.existing) == (21, 1)
     assert [number for number, _ in report.bad_lines] == [6]
     assert sum(seen) == 23
-    table = memory.store._scan("test", None, ["content", "vector"], None).to_pylist()
-    stored = {row["content"]: np.asarray(row["vector"], dtype=np.float32) for row in table}
+    table = lancedb.connect(memory.settings.data_dir / "lancedb").open_table("memories")
+    rows = table.search().select(["content", "vector"]).limit(None).to_arrow().to_pylist()
+    stored = {row["content"]: np.asarray(row["vector"], dtype=np.float32) for row in rows}
     assert len(stored) == 21
     text = "Jar 9 on the pantry shelf holds 9 beans."  # embedded among others, and alone
     assert np.array_equal(stored[text], memory.embedder.embed([text])[0])
 
 
 def test_a_big_full_text_index_takes_new_rows_in_bulk_and_still_finds_them(
-    memory: Memory, monkeypatch: pytest.MonkeyPatch
+    memory: Memory,
 ) -> None:
     # As if the index were big: new rows wait until they are a tenth of it.
-    monkeypatch.setattr("subcog.store.WORDS_FOLD_ALWAYS_BELOW", 0)
-    monkeypatch.setattr("subcog.store.WORDS_UNINDEXED_SHARE", 0.1)
+    memory = tuned(memory, words_fold_always_below=0, words_unindexed_share=0.1)
     lines = [
         json.dumps({"content": f"Crate {i} in the cellar holds {i} apples."}) for i in range(50)
     ]
@@ -337,8 +350,7 @@ def test_a_big_full_text_index_takes_new_rows_in_bulk_and_still_finds_them(
     assert memory.store.upkeep()
 
     def unindexed() -> int:
-        (index,) = [i for i in memory.store._table.list_indices() if i.columns == ["content"]]
-        return int(memory.store._table.index_stats(index.name).num_unindexed_rows)
+        return memory.store.indexes()["content"][1]
 
     memory.remember("The zeppelin tickets are in the blue folder.")
     assert memory.store.upkeep()
@@ -362,9 +374,7 @@ def test_the_lexical_reference_weighs_rare_and_unseen_words_most(memory: Memory)
     assert reference("the of and").total == 0.0
 
 
-def test_the_lexical_reference_is_the_same_counted_or_searched(
-    memory: Memory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_lexical_reference_is_the_same_counted_or_searched(memory: Memory) -> None:
     """Small stores count tokens in memory; bigger ones ask the full-text index, which stems
     what it is given: it must be given the words as written, not their stems (coffee ->
     coffe -> coff)."""
@@ -373,8 +383,8 @@ def test_the_lexical_reference_is_the_same_counted_or_searched(
     assert memory.store.upkeep_now()
     query = "coffee agreed database"
     counted = memory.store.lexical_reference(query)
-    monkeypatch.setattr("subcog.store.COUNTED_ROWS", 0)
-    searched = Store(memory.store.data_dir, memory.store.model, memory.store.dimension)
+    store = memory.store
+    searched = Store(store.data_dir, store.model, store.dimension, limits=Limits(counted_rows=0))
     try:
         assert searched.lexical_reference(query).unseen == counted.unseen == frozenset()
         assert searched.lexical_reference(query).total == pytest.approx(counted.total, rel=0.01)

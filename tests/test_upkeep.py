@@ -1,5 +1,5 @@
-"""A server's upkeep child (subcog.upkeep): a child that stops answering is stopped, not waited
-for with the server's upkeep."""
+"""A server's upkeep child (subcog.storage.aside): a child that stops answering is stopped, not
+waited for with the server's upkeep."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from subcog.upkeep import read_answer
+from subcog.storage.aside import read_answer
 
 
 def python(code: str) -> subprocess.Popen[str]:

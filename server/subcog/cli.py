@@ -140,11 +140,13 @@ def _big_blocks_back_to_the_system() -> None:
     mallopt(m_mmap_threshold, 128 * 1024)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    """Run a command. `settings`, for a program that runs subcog with settings of its own
+    (a test's storage limits); else they come from the environment."""
     args = _parser().parse_args(argv)
     command = args.command or "serve"
     try:
-        return _main(command, args)
+        return _main(command, args, settings)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except InvalidInput as exc:
@@ -220,7 +222,7 @@ def _checked(command: str, args: argparse.Namespace, settings: Settings) -> None
             raise PermissionError(errno.EACCES, "the directory cannot be written", str(folder))
 
 
-def _main(command: str, args: argparse.Namespace) -> int:
+def _main(command: str, args: argparse.Namespace, given: Settings | None) -> int:
     os.umask(0o077)  # whatever subcog creates is readable by its owner only
     # numpy's OpenBLAS spreads even a matrix-vector product over every core, and its threads
     # spin afterwards, in the way of the next embedding and of Lance: one thread is faster here
@@ -231,7 +233,7 @@ def _main(command: str, args: argparse.Namespace) -> int:
     # pyarrow first allocates, which is later.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     _big_blocks_back_to_the_system()
-    settings = Settings.from_env()
+    settings = given or Settings.from_env()
     # subcog's own lines at SUBCOG_LOG_LEVEL; other libraries' only when they warn (ONNX
     # Runtime's quantiser explains every tensor at INFO, on the root logger).
     logging.basicConfig(
@@ -292,9 +294,8 @@ def _run(command: str, args: argparse.Namespace, settings: Settings) -> int:
     try:
         code = _command(command, args, settings, memory)
     finally:
-        if memory.store.erasure_pending():  # every process that opens the store finishes it
-            memory.store.finish_erasure()
-    if code == 0 and memory.store.damage():
+        memory.finish_erasure()  # every process that opens the store finishes it
+    if code == 0 and memory.damaged():
         # What could be read was done; the warning on stderr said what could not, and what to
         # run. The exit code tells a script.
         return EXIT_STORE
@@ -361,11 +362,11 @@ def _command(command: str, args: argparse.Namespace, settings: Settings, memory:
 
 
 def _forget_all(memory: Memory, scope: str | None, yes: bool) -> int:
-    from subcog.store import Filter
+    from subcog.storage.schema import Filter
     from subcog.validation import check_scope
 
     where = Filter(scope=None if scope in (None, "*") else check_scope(scope))
-    count = memory.store.count_matching(where)
+    count = memory.count(where)
     what = f"in scope {where.scope}" if where.scope else "in every scope"
     if not count:
         print(f"nothing to forget: no memories {what}")
@@ -414,11 +415,10 @@ def _import(memory: Memory, path: Path) -> int:
         total = sum(1 for line in handle if line.strip())
         handle.seek(0)
         bar = tqdm(total=total, unit="memories", file=sys.stderr, desc="import")
-        with bar, memory.store.bulk():
-            report = memory.import_jsonl(handle, progress=bar.update)
+        with bar:
+            report = memory.import_jsonl(handle, progress=bar.update, bulk=True)
     bad = len(report.bad_lines)
     print(f"added {report.added}, already present {report.existing}, bad lines {bad}")
-    memory.store.upkeep_now()  # compact and index now, so the store is ready for searches
     for number, problem in report.bad_lines:
         print(f"{path}:{number}: {problem}", file=sys.stderr)
     return 1 if report.bad_lines else 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from subcog.errors import InvalidSetting
+from subcog.storage.limits import Limits
 
 APP_NAME = "subcog"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -152,6 +153,8 @@ class Settings:
     token: str | None
     allowed_hosts: tuple[str, ...]
     allowed_origins: tuple[str, ...]
+    # The storage layer's tuning values: not read from the environment; tests pass their own.
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

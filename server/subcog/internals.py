@@ -16,12 +16,32 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
+
 if TYPE_CHECKING:
     from mcp.server.lowlevel import Server
     from mcp.server.mcpserver import MCPServer
 
 # What each reach below was checked on; tests/test_internals.py compares the installed ones.
-CHECKED_ON = {"mcp": "2.3.0", "fastembed": "0.9.1"}
+CHECKED_ON = {"mcp": "2.3.0", "fastembed": "0.9.1", "lancedb": "0.40.0"}
+
+# Without stable row ids (LanceDB's default) a row id is the row's address: the fragment id in
+# the high 32 bits, the row's offset in the fragment in the low 32 (lancedb 0.40.0; Lance's
+# RowAddress). LanceDB documents `_rowid` as an opaque id; the mirror reads it as an address
+# to know which fragment changed without reading the rows.
+_ROW_BITS = 32
+_ROW_MASK = (1 << _ROW_BITS) - 1
+
+
+def fragment_of(rowids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The fragment id of each row id."""
+    return rowids >> _ROW_BITS
+
+
+def offset_in_fragment(rowids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Each row's place in its fragment."""
+    return rowids & _ROW_MASK
 
 
 def lowlevel_server(server: MCPServer) -> Server[Any] | None:

@@ -27,9 +27,11 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from subcog.damage import Damage
     from subcog.embedder import Embedder
-    from subcog.store import Filter, Reference, Row, Store
+    from subcog.storage.damage import Damage
+    from subcog.storage.results import Reference
+    from subcog.storage.schema import Filter, Row
+    from subcog.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +187,7 @@ class Memory:
         metadata: dict[str, Any] | None = None,
         supersedes: Sequence[str] | None = None,
     ) -> Remembered:
-        from subcog.store import Row
+        from subcog.storage.schema import Row
 
         settings = self.settings
         text = check.check_content(content, settings.max_content_chars)
@@ -193,7 +195,10 @@ class Memory:
         where = self._scope(scope)
         meta = check.check_metadata(metadata, settings.max_metadata_bytes)
         replacing = check.check_ids(supersedes, name="supersedes") if supersedes else []
-        vectors, windows = self.store.while_refreshing(lambda: self.embedder.embed_memories([text]))
+        # The store brings its in-memory copy up to date, which the write needs, meanwhile.
+        refreshed = self.store.refreshing()
+        vectors, windows = self.embedder.embed_memories([text])
+        refreshed.result()
         row = Row(
             id=uuid.uuid4().hex,
             content=text,
@@ -227,7 +232,7 @@ class Memory:
     def _similar(self, row: Row, replacing: Sequence[str]) -> list[SimilarMemory]:
         """Memories in the row's scope at least SUBCOG_NEAR_DUPLICATE similar, but not the same
         text and not being replaced: the assistant decides whether they say the same thing."""
-        from subcog.store import Filter
+        from subcog.storage.schema import Filter
 
         threshold = self.settings.near_duplicate
         return [
@@ -245,7 +250,7 @@ class Memory:
         since: str | None = None,
         until: str | None = None,
     ) -> Filter:
-        from subcog.store import Filter
+        from subcog.storage.schema import Filter
 
         start, end = check.check_window(since, until)
         return Filter(
@@ -317,15 +322,11 @@ class Memory:
     def _candidates(self, text: str, where: Filter) -> tuple[list[ranking.Candidate], Reference]:
         """Both searches' finds, each once, and the query's lexical reference."""
         started = time.perf_counter()
-        embedding: list[float] = []
-
-        def embed() -> npt.NDArray[np.float32]:
-            began = time.perf_counter()
-            vector: npt.NDArray[np.float32] = self.embedder.embed([text])[0]
-            embedding.append(time.perf_counter() - began)
-            return vector
-
-        searched = self.store.candidates(text, embed, ranking.WEIGHTS.depth, where)
+        # The full-text searches run while the query is embedded.
+        searching = self.store.search(text, ranking.WEIGHTS.depth, where)
+        vector: npt.NDArray[np.float32] = self.embedder.embed([text])[0]
+        embedding = time.perf_counter() - started
+        searched = searching.finish(vector)
         vector, lexical, semantic = searched.vector, searched.lexical, searched.semantic
         found: dict[str, ranking.Candidate] = {}
         lexical_cosines = lexical.cosines(vector)  # BM25-only finds need their cosine too
@@ -347,8 +348,8 @@ class Memory:
         done = time.perf_counter()
         log.debug(  # the searches overlap the embedding: search_ms is the rest of the time
             "recall timing embed_ms=%.3f search_ms=%.3f",
-            embedding[0] * 1000,
-            (done - started - embedding[0]) * 1000,
+            embedding * 1000,
+            (done - started - embedding) * 1000,
         )
         return list(found.values()), searched.reference
 
@@ -420,14 +421,28 @@ class Memory:
         lines: Iterable[str],
         batch_size: int = IMPORT_BATCH,
         progress: Callable[[int], None] | None = None,
+        bulk: bool = False,
     ) -> Imported:
         """Remember one JSON object per line: content, and optionally id, tags, scope, metadata
         and created_at (as `export` writes them). Embeds and writes in batches; a line whose
         content (in its scope) or id is already stored adds nothing, so importing twice is
-        harmless. Bad lines are reported by number and the good ones still imported."""
+        harmless. Bad lines are reported by number and the good ones still imported.
+
+        `bulk`, for a large import by a command: the store's big indexes wait for the end,
+        where the store is compacted and indexed before this returns, ready for searches."""
+        if not bulk:
+            return self._import(lines, batch_size, progress)
+        with self.store.bulk():
+            report = self._import(lines, batch_size, progress)
+        self.store.upkeep_now()
+        return report
+
+    def _import(
+        self, lines: Iterable[str], batch_size: int, progress: Callable[[int], None] | None
+    ) -> Imported:
         from concurrent.futures import Future, ThreadPoolExecutor
 
-        from subcog.store import Row
+        from subcog.storage.schema import Row
 
         report = Imported()
         pending: list[dict[str, Any]] = []  # Row fields but the vector
@@ -543,6 +558,19 @@ class Memory:
         where = self._filter(tags, scope)
         return [StoredMemory(**_stored(row)) for row in self.store.recent(where, limit)]
 
+    def count(self, where: Filter | None = None) -> int:
+        """How many memories pass the filter (all, without one)."""
+        return self.store.count() if where is None else self.store.count_matching(where)
+
+    def damaged(self) -> Damage:
+        """What this process found it cannot read in the store (falsy when all is well)."""
+        return self.store.damage()
+
+    def finish_erasure(self) -> bool:
+        """Erase forgotten memories from the files before returning, for a process about to
+        exit; True when nothing is left to erase (else the next process finishes it)."""
+        return not self.store.erasure_pending() or self.store.finish_erasure()
+
     def stats(self) -> Stats:
         return Stats(
             count=self.store.count(),
@@ -573,20 +601,48 @@ def open_memory(settings: Settings) -> Memory:
 
 
 def open_store(settings: Settings, check_model: bool = True, server: bool = False) -> Store:
-    """The store; for a server, with upkeep in child processes (upkeep.py)."""
+    """The store; for a server, with upkeep in child processes (storage/aside.py)."""
     from subcog.embedder import model_spec
-    from subcog.store import Store
+    from subcog.storage.store import Store
 
     dimension = model_spec(settings.model)[0]
     return Store(
-        settings.data_dir, settings.model, dimension, check_model=check_model, upkeep_aside=server
+        settings.data_dir,
+        settings.model,
+        dimension,
+        check_model=check_model,
+        limits=settings.limits,
+        upkeep_aside=server,
     )
 
 
-def reindex(settings: Settings, progress: Callable[[int, int], None] | None = None) -> int:
-    """Re-embed every memory with the configured model (see Store.reindex)."""
+def reindex(
+    settings: Settings,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 256,
+) -> int:
+    """Re-embed every memory with the configured model; how many were re-embedded (see
+    storage/reindex.py). An interrupted run resumes where it stopped."""
     from subcog.embedder import load_embedder
 
     embedder = load_embedder(settings)
     store = open_store(settings, check_model=False)
-    return store.reindex(embedder.embed_memories, progress=progress)
+    job = store.reindexing()
+    if not job.start():
+        return 0
+    total = store.count()
+
+    def fill() -> None:
+        while True:
+            ids, texts = job.todo(batch_size)
+            if not ids:
+                return
+            vectors, windows = embedder.embed_memories(texts)
+            job.write(ids, vectors, windows)
+            if progress:
+                progress(len(ids), total)
+
+    fill()  # while servers keep serving
+    with job.switching():  # the rows added meanwhile, and the switch
+        fill()
+    return total

@@ -30,7 +30,7 @@ from subcog.internals import lowlevel_server
 from subcog.memory import Forgotten, Memory, Recalled, Remembered, open_store
 
 if TYPE_CHECKING:
-    from subcog.store import Store  # imports lancedb: never at start-up
+    from subcog.storage.store import Store  # imports lancedb: never at start-up
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,8 +111,8 @@ class Loading(Generic[T]):
 
 
 # At exit, how long a server waits for loading to finish and a pending erasure to complete
-# (KEEP_OLD_VERSIONS and a pass or two of upkeep; minutes only on huge stores, which then leave
-# it to the next process).
+# (Limits.keep_old_versions_s and a pass or two of upkeep; minutes only on huge stores, which
+# then leave it to the next process).
 EXIT_WAIT_S = 20.0
 
 

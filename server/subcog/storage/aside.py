@@ -5,10 +5,10 @@ of FRAGMENT_ROWS with every deleted row rewritten out, folding new rows into cho
 dropping old versions, and naming a damaged file. Loaded in a server, that second build of
 Lance stays resident for the server's life (125 MB, benchmarks/README.md, "One Lance"), and
 every client window starts a server. So a server runs each upkeep pass here: a child opens
-the store, runs the pass as a CLI command would (the same locks, the same code in store.py),
+the store, runs the pass as a CLI command would (the same locks, the same code in upkeep.py),
 and answers on stdout. It stays while passes keep coming, and exits IDLE_S after the last.
 
-    python -m subcog.upkeep      # one JSON Request a line on stdin, one Answer a line out
+    python -m subcog.storage.aside      # one JSON Request a line on stdin, one Answer a line out
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from subcog.damage import DamagedFile
+from subcog.storage.damage import DamagedFile
+from subcog.storage.limits import Limits
 
 if TYPE_CHECKING:
-    from subcog.store import Store
+    from subcog.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Request:
     # index name: the parts (uuids) of it whose search failed in the server
     broken: dict[str, list[str]] = field(default_factory=dict)
     fragments: dict[int, int] = field(default_factory=dict)  # name-damage: id: live memories
+    limits: dict[str, Any] = field(default_factory=dict)  # the server's Limits
 
 
 @dataclass
@@ -100,7 +102,7 @@ class Child:
         process = self._process
         if process is None or process.poll() is not None:
             process = self._process = subprocess.Popen(  # the environment is the server's
-                [sys.executable, "-m", "subcog.upkeep"],
+                [sys.executable, "-m", "subcog.storage.aside"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -180,15 +182,16 @@ def damaged_files(request: Request) -> list[DamagedFile]:
 
 
 def _serve(request: Request, stores: dict[tuple[str, str, int], Store]) -> Answer:
-    from subcog.store import Store
+    from subcog.storage.store import Store
 
     key = (request.data_dir, request.model, request.dimension)
-    if key not in stores:
+    limits = Limits(**request.limits)
+    if key not in stores or stores[key].limits != limits:
+        if key in stores:
+            stores.pop(key).close()
         asked: list[float] = []  # upkeep's requests to run again go back to the server
         data_dir = Path(request.data_dir)
-        stores[key] = Store(
-            data_dir, request.model, request.dimension, check_model=False, asked=asked
-        )
+        stores[key] = Store(data_dir, request.model, request.dimension, False, limits, asked=asked)
     store = stores[key]
     assert store.asked is not None
     store.asked.clear()  # opening asks for upkeep when an erasure is pending: the server knows
