@@ -74,13 +74,10 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def client(
-    settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Client]:
+async def client(settings: Settings, embedder: Embedder) -> AsyncIterator[Client]:
     """An in-process MCP client on a server whose model loader hands out the session's model.
     Its store is closed afterwards, so no test leaves upkeep threads working in Lance."""
-    monkeypatch.setattr("subcog.server.load_embedder", lambda _settings: embedder)
-    service = Service(settings)
+    service = Service(settings, load_model=lambda _settings: embedder)
     async with Client(build_server(settings, service)) as connected:
         yield connected
     if service.store.wait(time.monotonic() + 30):

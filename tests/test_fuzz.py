@@ -16,7 +16,7 @@ from mcp import Client
 
 from subcog.config import Settings
 from subcog.embedder import Embedder
-from subcog.server import build_server
+from subcog.server import Service, build_server
 
 SCALARS = (
     st.none()
@@ -85,10 +85,10 @@ CALLS = st.one_of(
 
 @pytest.fixture
 def portal_client(
-    settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, embedder: Embedder
 ) -> Iterator[tuple[BlockingPortal, Client]]:
-    monkeypatch.setattr("subcog.server.load_embedder", lambda _settings: embedder)
-    client = Client(build_server(settings))
+    service = Service(settings, load_model=lambda _settings: embedder)
+    client = Client(build_server(settings, service))
     with (
         start_blocking_portal(backend="asyncio") as portal,
         portal.wrap_async_context_manager(client) as connected,

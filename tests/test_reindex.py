@@ -17,7 +17,7 @@ from subcog.config import Settings
 from subcog.embedder import Embedder
 from subcog.errors import ModelMismatch
 from subcog.memory import content_hash, open_memory, reindex
-from subcog.server import build_server
+from subcog.server import Service, build_server
 from subcog.storage.schema import Row
 from subcog.storage.store import Store
 
@@ -48,13 +48,13 @@ def store_built_with_an_old_model(settings: Settings) -> list[str]:
 
 @pytest.mark.anyio
 async def test_a_store_of_another_model_is_refused_with_the_command_to_run(
-    settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, embedder: Embedder
 ) -> None:
     store_built_with_an_old_model(settings)
     with pytest.raises(ModelMismatch, match="Run `subcog reindex`"):
         open_memory(settings)
-    monkeypatch.setattr("subcog.server.load_embedder", lambda _settings: embedder)
-    async with Client(build_server(settings)) as client:
+    service = Service(settings, load_model=lambda _settings: embedder)
+    async with Client(build_server(settings, service)) as client:
         result = await client.call_tool("recall", {"query": "tax return"})
         assert result.is_error
         text = result.content[0].text  # type: ignore[union-attr]

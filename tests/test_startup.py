@@ -15,7 +15,7 @@ from mcp import Client
 from subcog.config import Settings
 from subcog.embedder import Embedder
 from subcog.errors import ModelUnavailable
-from subcog.server import build_server
+from subcog.server import Service, build_server
 from tests.servers import subcog_command
 
 pytestmark = pytest.mark.anyio
@@ -30,9 +30,9 @@ async def test_server_answers_while_the_model_loads_and_tool_calls_say_retry(
         release.wait(timeout=60)
         return embedder
 
-    monkeypatch.setattr("subcog.server.load_embedder", slow_model)
     monkeypatch.setenv("SUBCOG_LOAD_TIMEOUT", "0.2")
-    async with Client(build_server(Settings.from_env())) as client:
+    settings = Settings.from_env()
+    async with Client(build_server(settings, Service(settings, slow_model))) as client:
         # initialize already happened; listing tools must not wait for the model either.
         assert len((await client.list_tools()).tools) == 3
         result = await client.call_tool("remember", {"content": "too early"})
@@ -53,7 +53,7 @@ async def test_server_answers_while_the_model_loads_and_tool_calls_say_retry(
 
 
 async def test_a_failed_model_load_is_reported_and_retried_on_the_next_call(
-    monkeypatch: pytest.MonkeyPatch, embedder: Embedder
+    embedder: Embedder,
 ) -> None:
     attempts: list[int] = []
 
@@ -63,8 +63,8 @@ async def test_a_failed_model_load_is_reported_and_retried_on_the_next_call(
             raise ModelUnavailable("no model here; install subcog[offline]")
         return embedder
 
-    monkeypatch.setattr("subcog.server.load_embedder", flaky_model)
-    async with Client(build_server(Settings.from_env())) as client:
+    settings = Settings.from_env()
+    async with Client(build_server(settings, Service(settings, flaky_model))) as client:
         result = await client.call_tool("recall", {"query": "anything"})
         assert result.is_error
         assert "install subcog[offline]" in result.content[0].text  # type: ignore[union-attr]

@@ -226,11 +226,12 @@ async def test_default_scope_comes_from_subcog_scope(
     monkeypatch: pytest.MonkeyPatch, embedder: Any
 ) -> None:
     from subcog.config import Settings
-    from subcog.server import build_server
+    from subcog.server import Service, build_server
 
     monkeypatch.setenv("SUBCOG_SCOPE", "my-project")
-    monkeypatch.setattr("subcog.server.load_embedder", lambda _settings: embedder)
-    async with Client(build_server(Settings.from_env())) as client:
+    settings = Settings.from_env()
+    service = Service(settings, load_model=lambda _settings: embedder)
+    async with Client(build_server(settings, service)) as client:
         stored = await call(client, "remember", content="Scoped by the environment.")
         assert stored["scope"] == "my-project"
         found = await call(client, "recall", query="scoped environment")

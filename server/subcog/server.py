@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from subcog import __version__
 from subcog import validation as check
 from subcog.config import Settings
-from subcog.embedder import load_embedder
+from subcog.embedder import Embedder, load_embedder
 from subcog.errors import InvalidInput, NotFound, NotReady, SubcogError
 from subcog.internals import lowlevel_server
 from subcog.memory import Forgotten, Memory, Recalled, Remembered, open_store
@@ -117,14 +117,19 @@ EXIT_WAIT_S = 20.0
 
 
 class Service:
-    """Starts loading the store and the model, and hands out the Memory once both are ready."""
+    """Starts loading the store and the model, and hands out the Memory once both are ready.
+    `load_model` is how the model loads (a test hands out the one it loaded already)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        load_model: Callable[[Settings], Embedder] = load_embedder,
+    ) -> None:
         self.settings = settings
         self.store = Loading(
             "the memory store", lambda: _watched(open_store(settings, server=True))
         )
-        self.embedder = Loading("the embedding model", lambda: load_embedder(settings))
+        self.embedder = Loading("the embedding model", lambda: load_model(settings))
         self._memory: Memory | None = None
         self._making = threading.Lock()
 
