@@ -18,8 +18,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+SUBCOG := $(abspath $(BIN))/subcog
+CONFIG := {"mcpServers": {"subcog": {"command": "$(SUBCOG)", "args": ["serve"]}}}
+
 ## Start the stdio MCP server on the default store (see README for connecting a client).
+## First `subcog doctor` prepares the model (and says so on stderr), so that the server is
+## ready when it starts. In a terminal, `subcog serve` itself prints how to connect a client;
+## elsewhere (an IDE's task, a pipe) this does. Nothing but the protocol goes to stdout.
 run: $(VENV)/.installed-run
+	@$(BIN)/subcog doctor >&2 || true
+	@[ -t 0 ] || printf '%s\n' \
+		'subcog: to connect a client, put this in its configuration (Claude Desktop: claude_desktop_config.json):' \
+		'$(CONFIG)' \
+		'or run: claude mcp add subcog -- $(SUBCOG) serve' >&2
 	@$(BIN)/subcog serve
 
 ## Run the whole test suite.
