@@ -126,8 +126,9 @@ def _big_blocks_back_to_the_system() -> None:
     """glibc serves a block of 128 kB or more with a mapping of its own, returned to the system
     when freed, until a freed one raises that threshold to its size (up to 32 MB): from then on
     such blocks come from the heap, which keeps what is freed. Reading 100,000 memories
-    allocates and frees many of them; with the threshold fixed, the peak RSS of that read fell
-    from 496 to 419 MB. A no-op elsewhere than on glibc."""
+    allocates and frees many of them; with the threshold fixed, the peak RSS of that read is
+    lower (benchmarks/README.md, "Design figures behind the code"). A no-op elsewhere than on
+    glibc."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -226,7 +227,8 @@ def _main(command: str, args: argparse.Namespace, given: Settings | None) -> int
     os.umask(0o077)  # whatever subcog creates is readable by its owner only
     # numpy's OpenBLAS spreads even a matrix-vector product over every core, and its threads
     # spin afterwards, in the way of the next embedding and of Lance: one thread is faster here
-    # (recall p50 12.0 -> 7.1 ms at 10,000 memories). Read when numpy loads, which is later.
+    # (benchmarks/README.md, "Where the time went" and "Design figures behind the code"). Read
+    # when numpy loads, which is later.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # Arrow's own allocator (mimalloc) keeps what the in-memory copy frees when it reads
     # fragments again; glibc's gives it back (benchmarks/README.md, "One Lance"). Read when

@@ -44,11 +44,13 @@ TOKENIZER_CONFIG = {"model_max_length": 256, "pad_token": "[PAD]", "do_lower_cas
 # window). The overlap keeps a sentence cut by one window whole in the next.
 WINDOW_PIECES = 254
 WINDOW_OVERLAP = 64
-# Without the model's tokenizer file, a window is this many words (MiniLM averages about 1.3
-# word pieces per English word).
+# Without the model's tokenizer file, a window is this many words, which stay within
+# WINDOW_PIECES word pieces in English text (benchmarks/README.md, "Design figures behind the
+# code").
 WINDOW_WORDS = 180
 # Embedding this many texts at once spreads them over one single-threaded model per core
-# (at most MAX_WORKERS): 904 a second on 2 cores, against 468 with one model on 2 threads.
+# (at most MAX_WORKERS), which embeds far more a second than one model on every core's threads
+# (benchmarks/README.md, "Where the time went").
 PARALLEL_FROM = 16
 MAX_WORKERS = 4
 
@@ -313,10 +315,11 @@ class Embedder:
 
 def _fastembed(name: str, **kwargs: Any) -> Any:
     # ONNX Runtime's worker threads keep spinning after each run by default: between two
-    # embeddings they hold a core, the one LanceDB's searches and writes need (1.44 cores busy
-    # with 3 ms pauses, against 0.88). Spinning during a run is what makes it fast, though (2.5
-    # ms, against 3.8 with no spinning at all): stop it only once each run is over. fastembed
-    # does not expose the setting, so subcog.internals passes it to the sessions it makes.
+    # embeddings they hold a core, the one LanceDB's searches and writes need. Spinning during
+    # a run is what makes it fast, though: stop it only once each run is over
+    # (benchmarks/README.md, "Where the time went" and "Design figures behind the code").
+    # fastembed does not expose the setting, so subcog.internals passes it to the sessions it
+    # makes.
     from subcog.internals import text_embedding
 
     return text_embedding(name, {"session.force_spinning_stop": "1"}, **kwargs)
@@ -332,10 +335,9 @@ def load_embedder(settings: Settings) -> Embedder:
         as `load` loads it (or `loaded`, loaded already)."""
         int8 = _int8_copy(settings, source.location)
         if int8 is not None:
-            # On one thread: a query embedded in 4.2-4.5 ms with both searches and ranking,
-            # against 4.7-4.9 on two threads, which also stalled now and then while Lance
-            # used the other core (remember mean 12.5 against 18 ms; both at 1,000 memories,
-            # alternating in one process). The other core runs the full-text search meanwhile.
+            # On one thread: a recall is faster than with two, which also stalled now and then
+            # while Lance used the other core (benchmarks/README.md, "Where the time went").
+            # The other core runs the full-text search meanwhile.
             def one_thread() -> Any:
                 return _local(name, int8, threads=1)
 

@@ -4,7 +4,7 @@ fastembed finds, downloads and runs models; for the default model, whose files s
 disk, running it is a tokenizer, one ONNX Runtime session and a mean: what fastembed 0.9.1
 does for it (`PooledNormalizedEmbedding`: mean of the token vectors under the attention mask,
 summed in float64, then unit length), here without importing fastembed and what it imports
-(huggingface_hub, requests, PIL, loguru: 33 MB of a server's memory, benchmarks/README.md,
+(huggingface_hub, requests, PIL, loguru: memory every server would pay, benchmarks/README.md,
 "One Lance"). The vectors are the same to the bit (tests/test_embedder.py).
 """
 

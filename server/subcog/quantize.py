@@ -1,15 +1,14 @@
-"""An int8 copy of the embedding model, made once in the cache: twice as fast, far smaller.
+"""An int8 copy of the embedding model, made once in the cache: faster, and far smaller.
 
 The models subcog finds multiply in float32: fastembed's download is a float model, and the
-offline bundle's int8 weights are cast back to float when ONNX Runtime loads it (155 MB of RSS
-for a 23 MB file). ONNX Runtime's dynamic quantisation keeps each MatMul's weights as int8, per
-output channel, and quantises the activations on every run, so the products run in int8.
+offline bundle's int8 weights are cast back to float when ONNX Runtime loads it, several times
+the file's size in RSS. ONNX Runtime's dynamic quantisation keeps each MatMul's weights as int8,
+per output channel, and quantises the activations on every run, so the products run in int8.
 
-Measured on the 2-core machine of benchmarks/README.md, against the bundle as it loads:
-- 842 against 438 embeddings a second in batches of 32; one short text in 2.3 against 4.2 ms;
-- 26 against 155 MB more RSS once loaded;
-- LoCoMo (759 questions): R@10 0.785-0.787 against 0.791, MRR@10 0.535-0.536 against 0.535;
-- cosine with the float vectors 0.992 on average, 0.982 at worst.
+Against the bundle as it loads, the copy embeds faster, alone and in batches, takes a fraction
+of the memory, keeps LoCoMo's recall and MRR within the noise, and gives vectors close to the
+float model's (benchmarks/README.md, "Where the time went", the int8 row, and "Design figures
+behind the code").
 
 The activations are quantised over the whole input of a run, so a text's vector would depend
 on the texts batched with it. Embedder runs one text at a time, which keeps every text's

@@ -186,7 +186,9 @@ def _backfill(memory: Memory) -> None:
 
 def _watched(store: "Store") -> "Store":
     store.watch()  # a server lives long: it also finishes upkeep that others asked for
-    store.warm()  # while loading, not in the first recall (0.7 s at 100,000 memories)
+    # Rows are read into memory while loading, not in the first recall (what that read takes:
+    # benchmarks/README.md, "Design figures behind the code").
+    store.warm()
     return store
 
 

@@ -13,8 +13,9 @@ itself, for three reasons:
   until replies go out.
 - **Speed, on pipes.** Where stdin and stdout are pipes or sockets, as an MCP client starts a
   server, they are read and written with asyncio's own pipes: the SDK's anyio file wrappers
-  hand every line, write and flush to a worker thread, about 0.4 ms a request
-  (benchmarks/README.md). A terminal, a file, or Windows get anyio's file wrappers.
+  hand every line, write and flush to a worker thread, a cost on every request
+  (benchmarks/README.md, "Where the time went"). A terminal, a file, or Windows get anyio's
+  file wrappers.
 
 Like the SDK, it keeps stray output off the wire: while serving, fd 0 reads the null device and
 fd 1 writes to stderr, and the protocol runs on private duplicates of both.

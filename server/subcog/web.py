@@ -76,9 +76,10 @@ class TimedH11Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, with a deadline for reading each request.
 
     uvicorn closes a connection idle between requests, but not one that sends its headers or
-    body a byte at a time, nor one that connects and sends nothing: 1,100 such connections
-    were held for 30 s and more. Here a request must arrive whole (headers and body) within
-    READ_TIMEOUT_S of the connection, or of the first byte after the last answer."""
+    body a byte at a time, nor one that connects and sends nothing: such connections stayed
+    open (benchmarks/README.md, "Faults and abuse"). Here a request must arrive whole (headers
+    and body) within READ_TIMEOUT_S of the connection, or of the first byte after the last
+    answer."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

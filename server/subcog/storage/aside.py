@@ -3,7 +3,7 @@
 Upkeep needs the `lance` package for what LanceDB does not expose: compaction into fragments
 of FRAGMENT_ROWS with every deleted row rewritten out, folding new rows into chosen indexes,
 dropping old versions, and naming a damaged file. Loaded in a server, that second build of
-Lance stays resident for the server's life (125 MB, benchmarks/README.md, "One Lance"), and
+Lance stays resident for the server's life (benchmarks/README.md, "One Lance"), and
 every client window starts a server. So a server runs each upkeep pass here: a child opens
 the store, runs the pass as a CLI command would (the same locks, the same code in upkeep.py),
 and answers on stdout. It stays while passes keep coming, and exits IDLE_S after the last.
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 60.0  # how long stopping the child waits for it to exit, before killing it
 IDLE_S = 30.0  # the child exits once no request came for this long
 # A pass that has not answered in this long is taken for hung, and its process stopped
-# (building the vector index of 1,000,000 memories takes minutes; benchmarks/README.md).
+# (building the vector index of 1,000,000 memories takes minutes: benchmarks/README.md, "Speed
+# at each size").
 ANSWER_TIMEOUT_S = 3600.0
 
 
@@ -69,8 +70,8 @@ class Answer:
 
 class Child:
     """The child process, started on the first request and kept while requests keep coming:
-    starting one costs about a second of CPU (Python, pyarrow, LanceDB and Lance). It exits
-    once IDLE_S pass without a request, or with the server."""
+    starting one costs CPU time (Python, pyarrow, LanceDB and Lance load: benchmarks/README.md,
+    "One Lance"). It exits once IDLE_S pass without a request, or with the server."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[str] | None = None

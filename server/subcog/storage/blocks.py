@@ -54,7 +54,8 @@ class Block:
         return cls.of(found, fragment, offsets, copy=True)
 
     def counted(self) -> Block:
-        """This block, with its tokens counted (20 to 50 us a row)."""
+        """This block, with its tokens counted (the cost per row is in benchmarks/README.md,
+        "Design figures behind the code")."""
         if self.holders is None:
             self.holders = holders(self.rows["content"].to_pylist())
         return self
@@ -68,9 +69,9 @@ class Block:
         copy: bool = False,
     ) -> Block:
         """The block of these rows. `copy` for a table Lance read: its columns hold on to
-        far more memory than their rows need (at 100,000 memories, 150 MB beyond the rows'
-        20 MB), so the block keeps copies instead. The vectors are always copied, chunk by
-        chunk, into one array of their own."""
+        far more memory than their rows need (benchmarks/README.md, "Where the time went"),
+        so the block keeps copies instead. The vectors are always copied, chunk by chunk, into
+        one array of their own."""
         column = table["vector"]
         vectors = np.empty((len(table), column.type.list_size), dtype=np.float32)
         start = 0
@@ -186,8 +187,9 @@ def _windows(
 
 
 # Keys of a block's rows, as their Python hashes sorted, the row of each, and the columns they
-# are made of. A lookup is a binary search, verified on the row: 32 bytes a row for both kinds,
-# where a dict of the keys took about 600 (60 MB at 100,000 memories).
+# are made of. A lookup is a binary search, verified on the row: two int64 a row for each kind,
+# a small part of what a dict of the keys took (benchmarks/README.md, "Design figures behind the
+# code").
 _Keys = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], tuple[str, ...]]
 
 

@@ -1,8 +1,8 @@
 """LanceDB's full-text search, through its async API.
 
-The sync query builder makes each query a pydantic model; the async API takes 1 to 1.1 ms less
-a search (benchmarks/README.md, "One Lance"). Each calling thread runs its searches on an event
-loop of its own.
+The sync query builder makes each query a pydantic model; the async API does not, and a search
+through it is faster (benchmarks/README.md, "One Lance"). Each calling thread runs its searches
+on an event loop of its own.
 """
 
 from __future__ import annotations

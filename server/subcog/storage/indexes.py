@@ -89,11 +89,11 @@ class Indexes:
         benchmarks/bench.py).
 
         New rows join the index at every pass, as a small graph of their own (a delta): while
-        any row is outside the index, Lance searches the graph with a filter, and at 1,000,000
-        memories the graph search took 12 to 17 ms instead of 1 to 2. Every search walks every
-        delta, so once there are Limits.vector_deltas_max the small ones merge into one; once
-        they hold Limits.vector_rebuild_share of the rows, the index is built again over
-        everything.
+        any row is outside the index, Lance searches the graph with a filter, several times
+        slower at 1,000,000 memories (benchmarks/README.md, "Where the time went"). Every
+        search walks every delta, so once there are Limits.vector_deltas_max the small ones
+        merge into one; once they hold Limits.vector_rebuild_share of the rows, the index is
+        built again over everything.
         """
         import lance
 
@@ -124,9 +124,10 @@ class Indexes:
 
     def _words_due(self, name: str) -> bool:
         """Whether to fold new rows into the full-text index now. Folding rewrites it, which
-        takes longer the bigger it is (4 s at 750,000 memories), so a big store waits until
-        new rows are Limits.words_unindexed_share of it; until then they are searched
-        unindexed. A bulk import leaves it to its final pass."""
+        takes longer the bigger it is (seconds at 750,000 memories: benchmarks/README.md,
+        "Where the time went"), so a big store waits until new rows are
+        Limits.words_unindexed_share of it; until then they are searched unindexed. A bulk
+        import leaves it to its final pass."""
         if self.bulk:
             return False
         stats = self._table.handle.index_stats(name)

@@ -1,9 +1,9 @@
 """The storage layer's tuning values, as one value passed in.
 
 Each says why it has the value it has; the measurements behind them are in
-benchmarks/README.md ("Store at scale", "One Lance"). A store takes a `Limits`, so a test that
-wants a vector index at 300 memories builds `Limits(vector_index_rows=300)` instead of changing
-a module's globals.
+benchmarks/README.md ("Speed at each size", "Where the time went", "One Lance"). A store takes
+a `Limits`, so a test that wants a vector index at 300 memories builds
+`Limits(vector_index_rows=300)` instead of changing a module's globals.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ class Scheduler:
     """Runs one action in one background thread, at each time asked for.
 
     Upkeep is asked for after every write; a threading.Timer per write would start a thread
-    each time (about 1 ms, inside the write's latency). Times that have come when the thread
-    looks are served by one run; a later time is still served later (cleanup waits for the
-    versions a compaction replaced to grow old).
+    each time, inside the write's latency (benchmarks/README.md, "Where the time went"). Times
+    that have come when the thread looks are served by one run; a later time is still served
+    later (cleanup waits for the versions a compaction replaced to grow old).
     """
 
     def __init__(self, action: Callable[[], object], name: str) -> None:

@@ -165,9 +165,9 @@ class Table:
     def ensure_indexes(self) -> None:
         """BM25 on content; B-trees on id and content_hash for the duplicate check; a bitmap
         on scope, which every search filters on (past the in-memory limit, LanceDB's searches
-        would read the whole scope column for it: at 1,000,000 memories, 114 against 47 ms
-        for the vector search and 57 against 6 ms for the full-text one). Rows added later
-        are searched too, unindexed, until upkeep folds them into the indexes."""
+        would read the whole scope column for it, several times slower at 1,000,000 memories:
+        benchmarks/README.md, "Where the time went"). Rows added later are searched too,
+        unindexed, until upkeep folds them into the indexes."""
         indexed = {column for index in self.indexes() for column in index.columns}
         if "content" not in indexed:
             self.handle.create_index("content", config=FTS(**WORDS))

@@ -238,7 +238,8 @@ class Upkeep:
 
     def finish_erasure(self, timeout: float) -> bool:
         """Erase forgotten rows from the files before returning, for a process about to exit
-        (about Limits.keep_old_versions_s and a second); True when nothing is left to erase.
+        (Limits.keep_old_versions_s and a pass of upkeep: benchmarks/README.md, "Faults and
+        abuse"); True when nothing is left to erase.
         If the store stays busy, the marker stays for the next process that opens it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
