@@ -74,12 +74,12 @@ class Lexical:
         """The best BM25 any memory gets for this one piece of a word (one token); 0 if none
         holds it.
 
-        One search of the full-text index per token (half a millisecond), so the answers are
-        kept: a token some memory holds keeps its best score while the store stays within
-        Limits.best_score_drift of its size then (the score drifts little with it); that no
-        memory holds a token is asked again at every new version, since the next memory may
-        hold it. Rows not yet folded into the index are not searched here (each search would
-        read them whole): until upkeep folds them, their words count as unseen."""
+        One search of the full-text index per token (benchmarks/README.md, "Design figures behind
+        the code"), so the answers are kept: a token some memory holds keeps its best score while
+        the store stays within Limits.best_score_drift of its size then (the score drifts little
+        with it); that no memory holds a token is asked again at every new version, since the next
+        memory may hold it. Rows not yet folded into the index are not searched here (each search
+        would read them whole): until upkeep folds them, their words count as unseen."""
         version = search.snapshot.version
         kept = self._best.get(piece)
         if kept is not None:

@@ -1,10 +1,10 @@
 """The table's rows and vectors held in memory, for exact vector search in a millisecond.
 
-LanceDB's exact search reads every vector from disk on each query; a matrix product over
-vectors held in memory takes 0.3 ms at 10,000 (benchmarks/README.md). The copy follows the
-table's latest version: each read asks LanceDB for it, and when it changed, lists the row ids
-of the new version (each names its fragment and its place there, internals.py) and reads only
-the fragments whose rows changed. An add makes one new fragment, a delete takes rows out of
+LanceDB's exact search reads every vector from disk on each query; a matrix product over vectors
+held in memory takes a fraction of that (benchmarks/README.md, "Where the time went"). The copy
+follows the table's latest version: each read asks LanceDB for it, and when it changed, lists the
+row ids of the new version (each names its fragment and its place there, internals.py) and reads
+only the fragments whose rows changed. An add makes one new fragment, a delete takes rows out of
 one, and compaction rewrites a few; the others are kept as they are (blocks.py).
 
 Everything here goes through LanceDB: the server process loads one Lance (benchmarks/README.md,
@@ -165,8 +165,8 @@ class Mirror:
         return kept
 
     def _rowids(self) -> npt.NDArray[np.int64]:
-        """Every live row's id: LanceDB reads the fragments' row counts and deletions only (13
-        ms at 100,000 memories, benchmarks/README.md)."""
+        """Every live row's id: LanceDB reads the fragments' row counts and deletions only, not
+        the rows (benchmarks/README.md, "One Lance")."""
         found = self._table.search().select(["_rowid"]).with_row_id(True).to_arrow()
         rowids: npt.NDArray[np.int64] = found["_rowid"].to_numpy().astype(np.int64)
         return rowids

@@ -244,9 +244,9 @@ class Store:
 
     def refreshing(self) -> Future[None]:
         """Bring the in-memory copy up to the latest version in a search thread, which the
-        next read needs, while the caller embeds a text (0.45 ms less per remember at 1,000
-        memories). The future never fails: the read that needs the version tries again, and
-        reports."""
+        next read needs, while the caller embeds a text, which hides it (benchmarks/README.md,
+        "Design figures behind the code"). The future never fails: the read that needs the
+        version tries again, and reports."""
 
         def refresh() -> None:
             with suppress(Exception):
