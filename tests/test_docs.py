@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from subcog.cli import COMMANDS
+from subcog.cli import COMMANDS, build_parser, subcommands
 from subcog.config import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,8 +17,16 @@ README = (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_cli_command_is_documented(command: str) -> None:
-    assert f"`subcog {command}" in README
+def test_every_cli_command_is_in_the_readme_table_with_every_option(command: str) -> None:
+    rows = [line for line in README.splitlines() if line.startswith(f"| `subcog {command}")]
+    assert rows, f"the README's command table has no row for subcog {command}"
+    options = {
+        flag
+        for action in subcommands(build_parser())[command]._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag != "--help"
+    }
+    assert {flag for flag in options if flag not in rows[0]} == set()
 
 
 @pytest.mark.parametrize("name", [setting.env for setting in SETTINGS])
@@ -31,7 +39,11 @@ def test_the_readme_gives_the_two_setup_commands() -> None:
     assert "make test" in README
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").rglob("*.json")), ids=str)
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (ROOT / "examples").rglob("*.json") if p.name != "settings.json"),
+    ids=str,
+)
 def test_example_configs_are_valid_and_start_an_existing_subcog_command(path: Path) -> None:
     config = json.loads(path.read_text())
     servers = config.get("mcpServers") or config.get("servers")

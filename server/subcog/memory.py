@@ -171,10 +171,28 @@ def _stored(row: dict[str, Any]) -> dict[str, Any]:
 class Memory:
     """Long-term memory over one store and one embedding model."""
 
-    def __init__(self, store: Store, embedder: Embedder, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder | None,
+        settings: Settings,
+        load_model: Callable[[Settings], Embedder] | None = None,
+    ) -> None:
+        """Without `embedder`, `load_model` loads the model when a method first needs it: a
+        command that only reads the store (list, show, context) never waits for it."""
+        if embedder is None and load_model is None:
+            raise TypeError("Memory needs an embedder or a way to load one")
         self.store = store
-        self.embedder = embedder
+        self._embedder = embedder
+        self._load_model = load_model
         self.settings = settings
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            assert self._load_model is not None
+            self._embedder = self._load_model(self.settings)
+        return self._embedder
 
     def _scope(self, scope: str | None) -> str:
         return self.settings.default_scope if scope is None else check.check_scope(scope)
@@ -551,11 +569,18 @@ class Memory:
         return StoredMemory(**_stored(row))
 
     def list(
-        self, scope: str | None = None, limit: int = 20, tags: Sequence[str] | None = None
+        self,
+        scope: str | None = None,
+        limit: int = 20,
+        tags: Sequence[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[StoredMemory]:
+        """The most recent memories that pass the filters, newest first; `since` and `until`
+        take what recall's do."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInput("limit must be a whole number of at least 1.")
-        where = self._filter(tags, scope)
+        where = self._filter(tags, scope, since, until)
         return [StoredMemory(**_stored(row)) for row in self.store.recent(where, limit)]
 
     def count(self, where: Filter | None = None) -> int:
@@ -565,6 +590,11 @@ class Memory:
     def damaged(self) -> Damage:
         """What this process found it cannot read in the store (falsy when all is well)."""
         return self.store.damage()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the store's upkeep and wait for a pass in progress, at most `timeout` seconds:
+        for a process about to exit."""
+        self.store.close(timeout)
 
     def finish_erasure(self) -> bool:
         """Erase forgotten memories from the files before returning, for a process about to
@@ -593,11 +623,13 @@ def _damaged(damage: Damage) -> Damaged | None:
     )
 
 
-def open_memory(settings: Settings) -> Memory:
-    """Load the model and open the store: the slow part, seconds on a cold start."""
+def open_memory(settings: Settings, check_model: bool = True) -> Memory:
+    """Open the store; the model loads when a method first needs it (seconds on a cold
+    start). `check_model=False`, for a reader that compares no vectors (`subcog context`):
+    a store built with another model is read all the same."""
     from subcog.embedder import load_embedder
 
-    return Memory(open_store(settings), load_embedder(settings), settings)
+    return Memory(open_store(settings, check_model), None, settings, load_model=load_embedder)
 
 
 def open_store(settings: Settings, check_model: bool = True, server: bool = False) -> Store:
