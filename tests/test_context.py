@@ -60,6 +60,11 @@ def test_context_prints_the_scopes_newest_memories_within_the_budget(
     assert len(small) <= 400
     assert len(small.splitlines()) >= 2
 
+    assert main(["context", "--scope", "*", "--limit", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Long-term memories from subcog, every scope: the 1 most recent")
+    assert "Another project's fact. (scope other) (id " in lines[1]
+
     assert main(["context", "--scope", "proj", "--limit", "2", "--json"]) == 0
     block = json.loads(capsys.readouterr().out)
     assert (block["scope"], block["count"], len(block["memories"])) == ("proj", 31, 2)

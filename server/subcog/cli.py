@@ -798,7 +798,7 @@ def _context(args: argparse.Namespace, settings: Settings) -> int:
     try:
         memory = open_memory(hurried, check_model=False)
         try:
-            total = memory.count(Filter(scope=scope))
+            total = memory.count(Filter(scope=None if scope == check.ALL_SCOPES else scope))
             recent = memory.list(scope, min(args.limit, total)) if total else []
         finally:
             memory.close(timeout=1.0)
@@ -825,7 +825,10 @@ def _context_block(
     shown: list[dict[str, Any]] = []
     for stored in recent:
         tags = f" [{', '.join(stored.tags)}]" if stored.tags else ""
-        line = f"- {stored.created_at[:10]}: {_one_line(stored.content)}{tags} (id {stored.id})"
+        where = f" (scope {stored.scope})" if scope == check.ALL_SCOPES else ""
+        line = (
+            f"- {stored.created_at[:10]}: {_one_line(stored.content)}{tags}{where} (id {stored.id})"
+        )
         header = _context_header(scope, len(shown) + 1, total)
         room = max_chars - len(header) - sum(len(kept) + 1 for kept in lines) - 1
         if room < 80:  # too little for a line worth reading
@@ -837,9 +840,10 @@ def _context_block(
 
 def _context_header(scope: str, shown: int, total: int) -> str:
     some = f"the {shown} most recent of {total}" if shown < total else f"all {total}"
+    where = "every scope" if scope == check.ALL_SCOPES else f"scope {scope}"
     return (
-        f"Long-term memories from subcog, scope {scope}: {some}, newest first. Use the recall "
-        "tool for anything else; forget (by id) or remember with supersedes what is wrong."
+        f"Long-term memories from subcog, {where}: {some}, newest first. Use the recall tool "
+        "for anything else; forget (by id) or remember with supersedes what is wrong."
     )
 
 
