@@ -1,7 +1,8 @@
 # The two commands a new user needs: `make run` and `make test`.
 PYTHON ?= python3
 VENV := .venv
-BIN := $(VENV)/bin
+# A venv keeps its programs in Scripts on Windows, bin elsewhere.
+BIN := $(VENV)/$(if $(filter Windows_NT,$(OS)),Scripts,bin)
 
 .PHONY: run test check lint format bench dist bundle clean
 

@@ -27,7 +27,7 @@ INITIALIZE: dict[str, Any] = {
 
 
 def subcog_command() -> str:
-    here = Path(sys.executable).parent / "subcog"
+    here = Path(sys.executable).parent / ("subcog.exe" if os.name == "nt" else "subcog")
     found = str(here) if here.exists() else shutil.which("subcog")
     assert found, "the subcog console script is not installed"
     return found
