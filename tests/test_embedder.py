@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from subcog import embedder as embedding
 from subcog.config import Settings
-from subcog.embedder import Embedder, load_embedder, snapshot_dir
+from subcog.embedder import WINDOW_PIECES, Embedder, load_embedder, snapshot_dir
 from subcog.errors import InvalidSetting, ModelUnavailable
 from subcog.quantize import quantized_copy
 
@@ -196,3 +198,19 @@ def test_minilm_gives_fastembeds_vectors_to_the_bit(embedder: Embedder, model_ca
             embedding.MODEL_NAME, {}, specific_model_path=str(directory), threads=1
         )
         assert np.array_equal(ours, np.array(list(theirs.embed(texts, batch_size=1))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=WINDOW_PIECES))
+def test_every_word_piece_holds_a_byte_of_the_text(text: str) -> None:
+    """Why Embedder.windows need not tokenize a text of at most WINDOW_PIECES bytes: it cannot
+    make more word pieces than that."""
+    from tokenizers import Tokenizer
+
+    files = embedding.bundle_files()
+    assert files is not None
+    tokenizer = Tokenizer.from_file(str(files["tokenizer.json"]))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    pieces = tokenizer.encode(text, add_special_tokens=False).offsets
+    assert len(pieces) <= len(text.encode("utf-8"))

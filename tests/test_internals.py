@@ -23,6 +23,7 @@ from subcog.internals import (
     lowlevel_server,
     offset_in_fragment,
     text_embedding,
+    versions_stamp,
 )
 from subcog.server import build_server
 from tests.servers import JsonRpc, serve
@@ -112,3 +113,22 @@ def test_a_row_id_is_its_fragment_and_its_place_there(tmp_path: Path) -> None:
     ids = np.asarray([rowids()[n] for n in (0, 2, 3, 4)], dtype=np.int64)
     assert fragment_of(ids).tolist() == [0, 0, 1, 1]
     assert offset_in_fragment(ids).tolist() == [0, 2, 0, 1]
+
+
+def test_every_commit_changes_the_stamp_of_the_versions_directory(tmp_path: Path) -> None:
+    """What the in-memory copy trusts to skip asking LanceDB for the latest version
+    (storage/mirror.py): each commit writes a manifest into `_versions`."""
+    import lancedb
+    import pyarrow as pa
+
+    db = lancedb.connect(tmp_path / "db")
+    table = db.create_table("t", schema=pa.schema([pa.field("n", pa.int64())]))
+    directory = tmp_path / "db" / "t.lance"
+    stamps = [versions_stamp(directory)]
+    for change in (lambda: table.add(pa.table({"n": [1]})), lambda: table.delete("n = 1")):
+        before = len(list((directory / "_versions").iterdir()))
+        change()
+        assert len(list((directory / "_versions").iterdir())) == before + 1
+        stamps.append(versions_stamp(directory))
+    assert None not in stamps
+    assert versions_stamp(tmp_path / "nowhere") is None

@@ -76,6 +76,16 @@ def test_a_write_in_one_handle_is_seen_by_another_at_once(
     writer = Memory(open_store(settings), embedder, settings)
     stored = writer.remember("The greenhouse tomatoes need water daily.")
     assert [m.id for m in reader.recall("greenhouse tomatoes").memories] == [stored.id]
+    # Once the store has been quiet a while, the reader stops asking LanceDB for the version
+    # while the versions directory keeps its stamp (storage/mirror.py): a write still shows.
+    time.sleep(2.2)
+    assert [m.id for m in reader.recall("greenhouse tomatoes").memories] == [stored.id]
+    assert reader.recall("greenhouse tomatoes").memories  # the stamp is trusted now
+    later = writer.remember("The greenhouse roof vents open above 25 degrees.")
+    found = reader.recall("greenhouse roof vents", limit=1).memories
+    assert [m.id for m in found] == [later.id]
+    writer.forget(ids=[later.id])
+    assert later.id not in {m.id for m in reader.recall("greenhouse roof vents").memories}
 
 
 def test_list_and_stats_describe_the_store(memory: Memory, settings: Settings) -> None:
@@ -221,8 +231,8 @@ SHELF = [
 
 
 def test_in_memory_a_rare_scope_still_gets_its_own_full_text_matches(memory: Memory) -> None:
-    # The in-memory copy's full-text search also filters the main scope after the search; a
-    # rare scope that the unfiltered search leaves empty is searched again with the filter.
+    # The in-memory copy scores BM25 over the rows passing the filter: a rare scope needs no
+    # second search (past Limits.counted_rows, LanceDB's search does; the test above).
     notes = [f"Parcel {i} left depot {i % 9}." for i in range(120)]
     assert memory.import_jsonl(json.dumps({"content": t}) for t in notes).added == 120
     boat = memory.remember(
@@ -235,10 +245,9 @@ def test_in_memory_a_rare_scope_still_gets_its_own_full_text_matches(memory: Mem
     lexical = store.search("parcel", 100, Filter("default")).finish(vector).lexical
     assert len(lexical.ids()) == 100
     assert set(lexical.scopes()) == {"default"}
-    assert store.rare_scopes == set()
     lexical = store.search("parcel", 100, Filter("boat")).finish(vector).lexical
     assert lexical.ids() == [boat.id]
-    assert store.rare_scopes == {"boat"}
+    assert store.rare_scopes == set()
 
 
 def shelf_memory(memory: Memory) -> Memory:
@@ -390,3 +399,35 @@ def test_the_lexical_reference_is_the_same_counted_or_searched(memory: Memory) -
         assert searched.lexical_reference(query).total == pytest.approx(counted.total, rel=0.01)
     finally:
         searched.close()
+
+
+def test_bm25_in_memory_gives_lances_scores_once_its_index_holds_every_row(
+    memory: Memory,
+) -> None:
+    """Up to Limits.counted_rows, BM25 is scored from the rows held in memory
+    (search.InMemory); past it, LanceDB's full-text index scores it. Both give the same."""
+    texts = [
+        "The kettle kettle is on the top shelf of the kitchen.",
+        "Descale the kettle with citric acid every month.",
+        "The garden shed key hangs by the back door.",
+        "ERR-4711 means the card issuer declined the payment.",
+        "Tea bags are in the tin next to the kettle, the coffee in the jar.",
+        "The office coffee machine is descaled on Fridays.",
+    ]
+    for text in texts:
+        memory.remember(text, scope="home" if "kettle" in text else None)
+    assert memory.store.upkeep_now()  # every row folded into the index
+    store = memory.store
+    by_lance = Store(store.data_dir, store.model, store.dimension, limits=Limits(counted_rows=0))
+    vector = memory.embedder.embed(["kettle"])[0]
+    try:
+        for query in ("kettle", "descale kettle kettle", "ERR-4711", "coffee shelf", "zebra"):
+            for where in (Filter(), Filter(scope="home"), Filter(scope="default")):
+                ours = store.search(query, 100, where).finish(vector).lexical
+                theirs = by_lance.search(query, 100, where).finish(vector).lexical
+                assert sorted(ours.ids()) == sorted(theirs.ids()), (query, where)
+                mine = dict(zip(ours.ids(), ours.scores.tolist(), strict=True))
+                for memory_id, score in zip(theirs.ids(), theirs.scores.tolist(), strict=True):
+                    assert mine[memory_id] == pytest.approx(score, rel=1e-5), (query, where)
+    finally:
+        by_lance.close()

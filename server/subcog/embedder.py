@@ -249,6 +249,10 @@ class Embedder:
     def windows(self, text: str) -> list[str]:
         """The text cut into the overlapping windows the model reads whole; one window for most
         memories. Cut at word-piece boundaries, so each window is the text as written."""
+        if len(text.encode("utf-8")) <= WINDOW_PIECES:
+            # Every word piece holds at least one byte of the text (tests/test_embedder.py),
+            # so the tokenizer need not be asked: most memories are this short.
+            return [text]
         tokenizer = self._tokenizer()
         if tokenizer is None:
             words = text.split()

@@ -253,12 +253,11 @@ class Memory:
         from subcog.storage.schema import Filter
 
         threshold = self.settings.near_duplicate
+        near = self.store.nearest(row.vector, 3, Filter(scope=row.scope), at_least=threshold)
         return [
             SimilarMemory(id=found["id"], score=round(cosine, 4), content=found["content"])
-            for found, cosine in self.store.nearest(row.vector, 3, Filter(scope=row.scope))
-            if cosine >= threshold
-            and content_hash(found["content"]) != row.content_hash
-            and found["id"] not in replacing
+            for found, cosine in near
+            if content_hash(found["content"]) != row.content_hash and found["id"] not in replacing
         ]
 
     def _filter(

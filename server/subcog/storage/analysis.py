@@ -7,10 +7,14 @@ punctuation (ERR-4711 is "err" and "4711"), so they still match word for word.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
+
+import numpy as np
+import numpy.typing as npt
 
 
 class Analysis(TypedDict):
@@ -34,6 +38,16 @@ WORDS: Analysis = {
 }
 
 
+# Lance's BM25 (lance-index, scalar/inverted/scorer.rs): K1 = 1.2 and B = 0.75, so one
+# occurrence of a token earns at most (K1 + 1) times its idf.
+BM25_K1, BM25_B = 1.2, 0.75
+
+
+def idf(rows: int, holders: int) -> float:
+    """Lance's BM25 idf of a token that `holders` of `rows` texts hold."""
+    return math.log(1 + (rows - holders + 0.5) / (holders + 0.5))
+
+
 def tokens(text: str) -> list[str]:
     """The text's tokens as the index holds them, in order, repeats kept."""
     import lancedb
@@ -49,24 +63,35 @@ class Holders:
     length: int = 0  # tokens in all the texts together
     count: Counter[str] = field(default_factory=Counter)  # texts holding each token
     shortest: dict[str, int] = field(default_factory=dict)  # the shortest such text's length
-
-    def add(self, other: Holders) -> None:
-        self.texts += other.texts
-        self.length += other.length
-        self.count.update(other.count)
-        for token, length in other.shortest.items():
-            self.shortest[token] = min(length, self.shortest.get(token, length))
+    # BM25's postings: token: (the texts holding it, in order, and how often each does), and
+    # each text's length in tokens (search.InMemory scores BM25 from them)
+    postings: dict[str, tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]] = field(
+        default_factory=dict
+    )
+    lengths: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
 def holders(texts: Iterable[str]) -> Holders:
-    """Count, for each token, the texts that hold it and the shortest of them."""
+    """Count, for each token, the texts that hold it (how often each) and the shortest of
+    them."""
     found = Holders()
-    for text in texts:
+    postings: dict[str, tuple[list[int], list[int]]] = {}
+    lengths: list[int] = []
+    for i, text in enumerate(texts):
         words = tokens(text)
         found.texts += 1
         found.length += len(words)
-        for token in set(words):
+        lengths.append(len(words))
+        for token, times in Counter(words).items():
             found.count[token] += 1
             if len(words) < found.shortest.get(token, len(words) + 1):
                 found.shortest[token] = len(words)
+            rows, counts = postings.setdefault(token, ([], []))
+            rows.append(i)
+            counts.append(times)
+    found.postings = {
+        token: (np.asarray(rows, np.int32), np.asarray(counts, np.int32))
+        for token, (rows, counts) in postings.items()
+    }
+    found.lengths = np.asarray(lengths, np.int32)
     return found

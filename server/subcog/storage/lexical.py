@@ -6,29 +6,21 @@ earns nearly all.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 
-from subcog.storage.analysis import tokens
+from subcog.storage.analysis import BM25_B, BM25_K1, idf, tokens
 from subcog.storage.damage import UNREADABLE
 from subcog.storage.limits import Limits
 from subcog.storage.results import Reference
 from subcog.storage.search import Search
 
-# Lance's BM25 (lance-index, scalar/inverted/scorer.rs): K1 = 1.2 and B = 0.75, so one
-# occurrence of a token earns at most (K1 + 1) times its idf. A token no memory holds is
+# One occurrence of a token earns at most (K1 + 1) times its idf: a token no memory holds is
 # weighed at that bound.
-BM25_K1, BM25_B = 1.2, 0.75
 BM25_MOST_PER_IDF = BM25_K1 + 1
 # The simple tokenizer splits at whatever is not a letter or digit, so each such piece of a
 # word is one token or none (a stop word).
 _PIECE = re.compile(r"[^\W_]+")
-
-
-def idf(rows: int, holders: int) -> float:
-    """Lance's BM25 idf of a token that `holders` of `rows` memories hold."""
-    return math.log(1 + (rows - holders + 0.5) / (holders + 0.5))
 
 
 class Lexical:

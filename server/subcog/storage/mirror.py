@@ -16,22 +16,28 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from subcog.internals import fragment_of, offset_in_fragment
+from subcog.internals import fragment_of, offset_in_fragment, versions_stamp
 from subcog.storage.blocks import Block, Moved
 from subcog.storage.damage import UNREADABLE, what_lance_said
 from subcog.storage.fulltext import FullText
 from subcog.storage.limits import Limits
 
 READ_ATTEMPTS = 5  # reads of a new version, when other processes' commits keep moving it
+# A file system stamps a change with a coarse clock (a few ms on Linux, 2 s on FAT), so two
+# commits that close together can leave the directory's time as it was. A stamp is trusted only
+# once it is older than this when read: any commit after that read moves the time on.
+RACY_NS = 2_000_000_000
 log = logging.getLogger(__name__)
 
 
@@ -77,8 +83,13 @@ class Mirror:
         limits: Limits,
         full_text: FullText,
         resized: Callable[[int], tuple[Any, FullText] | None] = lambda rows: None,
+        table_dir: Path | None = None,
     ) -> None:
         self._table = table
+        # The table's directory on local disk: while its versions directory's stamp stays as
+        # it was (internals.versions_stamp), no version is asked for. None: always asked.
+        self._table_dir = table_dir
+        self._seen: tuple[int, int] | None = None  # the stamp the snapshot is known latest at
         self.full_text = full_text
         # For a table of so many rows, the table and its full-text search opened again with
         # Lance's caches sized for it, or None to keep these (table.Table.resized).
@@ -105,12 +116,21 @@ class Mirror:
                     return self._latest()
             return self._latest()
 
-    def _latest(self) -> Snapshot:
-        # The version before the rows: a commit in between is read again next time.
-        version = int(self._table.version)
-        if self._snapshot is not None and self._snapshot.version == version:
+    def _latest(self, ours: int | None = None) -> Snapshot:
+        """`ours`: the version our own add made, holding the write lock (nothing to ask)."""
+        # The stamp before the version, the version before the rows: a commit in between is
+        # read again next time.
+        stamp = None if self._table_dir is None else versions_stamp(self._table_dir)
+        if stamp is not None and stamp == self._seen and self._snapshot is not None:
             return self._snapshot
-        rows = int(self._table.count_rows())
+        version = int(self._table.version) if ours is None else ours
+        if self._snapshot is not None and self._snapshot.version == version:
+            self._seen = _trusted(stamp)
+            return self._snapshot
+        if ours is not None and self._added is not None:
+            rows = self._rows + self._added[1].num_rows
+        else:
+            rows = int(self._table.count_rows())
         reopened = self._resized(rows)
         if reopened is not None:
             # The old search's loops close once no snapshot holds it (FullText's finalizer).
@@ -128,6 +148,7 @@ class Mirror:
         placed = {block.fragment: i for i, block in enumerate(blocks or ())}
         lost = {fragment: len(rowids) for fragment, rowids in self._unreadable.items()}
         self._snapshot = Snapshot(version, self._table, self.full_text, blocks, placed, lost)
+        self._seen = None if ours is not None else _trusted(stamp)  # once read whole
         return self._snapshot
 
     def _after_our_add(self, version: int, rows: int) -> dict[int, Block] | None:
@@ -197,14 +218,27 @@ class Mirror:
 
     def added(self, table: pa.Table, version: int) -> None:
         """Our own add of `table`, committed as `version`: its rows are one new fragment, which
-        the next refresh need not read from disk (if no other commit came in between)."""
+        the next refresh need not read from disk (if no other commit came in between). The
+        caller holds the write lock: if the last snapshot is the version before, this one
+        becomes the latest at once, and the next read pays nothing for it."""
         with self._lock:
             self._added = (version, table)
+            last = self._snapshot
+            if last is not None and last.blocks is not None and last.version == version - 1:
+                self._latest(ours=version)
 
     def forget(self) -> None:
         """Drop the copy: the next read builds it again (after the vectors were replaced)."""
         with self._lock:
             self._blocks, self._snapshot, self._unreadable, self._added = {}, None, {}, None
+            self._seen = None
+
+
+def _trusted(stamp: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The stamp, if old enough that a later commit must change it (RACY_NS)."""
+    if stamp is None or time.time_ns() - stamp[0] <= RACY_NS:
+        return None
+    return stamp
 
 
 def _by_fragment(rowids: npt.NDArray[np.int64]) -> dict[int, npt.NDArray[np.int64]]:

@@ -139,7 +139,7 @@ class Found:
         return rows
 
     def rows_at(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.table.take(list(indices)).to_pylist()
+        rows: list[dict[str, Any]] = self.table.take(np.asarray(indices, np.int64)).to_pylist()
         return rows
 
 

@@ -10,6 +10,7 @@ Both return `Results` (results.py), best first.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.expr import col
 
-from subcog.storage.analysis import Holders
+from subcog.storage.analysis import BM25_B, BM25_K1, Holders, idf, tokens
 from subcog.storage.blocks import Block
 from subcog.storage.limits import Limits
 from subcog.storage.mirror import Snapshot
@@ -111,10 +112,49 @@ class InMemory:
     rare: set[str]
 
     def words(self, text: str, depth: int, where: Filter) -> Hits:
+        if all(block.holders is not None for block in self.blocks):
+            return self._bm25(text, depth, where)
+
         def search(sql: str | None) -> Hits:
             return self._words(text, depth, sql)
 
         return filtered(search, Hits.in_scope, len, where, depth, depth, self.rare)
+
+    def _bm25(self, text: str, limit: int, where: Filter) -> Hits:
+        """Lance's BM25 of every row passing the filter, from the rows' counted tokens: the
+        scores its index gives once every row is folded in (before, it scores each part of the
+        index by that part's statistics), without a search of it (benchmarks/README.md, "One
+        Lance"). A repeated query token counts again, as in Lance."""
+        counted = [block.holders for block in self.blocks if block.holders is not None]
+        starts = np.cumsum([0, *(len(block) for block in self.blocks)])
+        if not counted or not starts[-1]:
+            return Hits.empty(self.dimension)
+        lengths = np.concatenate([held.lengths for held in counted]).astype(np.float64)
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / lengths.mean())
+        scores = np.zeros(len(lengths))
+        for token, times in Counter(tokens(text)).items():
+            parts = [
+                (held.postings[token], start)
+                for held, start in zip(counted, starts.tolist(), strict=False)
+                if token in held.postings
+            ]
+            if not parts:
+                continue
+            rows = np.concatenate([texts + start for (texts, _), start in parts])
+            tf = np.concatenate([counts for (_, counts), _ in parts]).astype(np.float64)
+            weight = times * idf(len(lengths), len(rows)) * (BM25_K1 + 1)
+            scores[rows] += weight * tf / (tf + norm[rows])
+        masks = [block.mask(where) for block in self.blocks]
+        if any(mask is not None for mask in masks):
+            keep = [
+                np.ones(len(b), bool) if m is None else m
+                for b, m in zip(self.blocks, masks, strict=True)
+            ]
+            scores[~np.concatenate(keep)] = 0.0
+        hit = np.flatnonzero(scores > 0)
+        best = hit[np.argsort(-scores[hit], kind="stable")[:limit]]
+        which = np.searchsorted(starts, best, side="right") - 1
+        return self._hits(which, best - starts[which], scores[best])
 
     def _words(self, text: str, limit: int, where: str | None) -> Hits:
         """LanceDB searches and returns row ids only (a third of the time with the columns);

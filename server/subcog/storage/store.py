@@ -76,7 +76,9 @@ class Store:
             self.data_dir, self.model, self.dimension, self.limits, self.check_model
         )
         table = self._table
-        self._mirror = Mirror(table.handle, self.limits, table.full_text, table.resized)
+        self._mirror = Mirror(
+            table.handle, self.limits, table.full_text, table.resized, table_dir=table.uri
+        )
         self._health = Health(table, self.upkeep_aside)
         self._upkeep = Upkeep(table, self._mirror, self._health, self.upkeep_aside, self.asked)
         self._lexical = Lexical(self.limits, self._words_failed)
@@ -182,11 +184,17 @@ class Store:
             self._upkeep.soon()
 
     def nearest(
-        self, vector: npt.NDArray[np.float32], limit: int, where: Filter
+        self,
+        vector: npt.NDArray[np.float32],
+        limit: int,
+        where: Filter,
+        at_least: float = -1.0,
     ) -> list[tuple[dict[str, Any], float]]:
-        """The closest memories by cosine, with their similarity."""
+        """The closest memories by cosine, with their similarity; only those `at_least` so
+        similar (their rows are read only then)."""
         found = self._table.read("nearest", lambda: self._search().nearest(vector, limit, where))
-        return list(zip(found.rows(), found.scores.tolist(), strict=True))
+        close = [i for i, score in enumerate(found.scores.tolist()) if score >= at_least]
+        return list(zip(found.rows_at(close), found.scores[close].tolist(), strict=True))
 
     def existing(self, ids: Sequence[str], search: Search | None = None) -> set[str]:
         """Which of these ids are stored, in `search`'s version or else the latest."""
@@ -255,8 +263,18 @@ class Store:
         return self._searches.submit(refresh)
 
     def warm(self) -> None:
-        """Read the rows into memory now rather than in the first search."""
-        self._table.read("warm", self._mirror.latest)
+        """Read the rows into memory now rather than in the first search, and search the
+        full-text index once: searches in memory do not read it (search.InMemory), so a
+        damaged one would otherwise go unnoticed until the store outgrows
+        Limits.counted_rows."""
+        snapshot = self._table.read("warm", self._mirror.latest)
+        if not snapshot.blocks:
+            return
+        text = snapshot.blocks[0].rows["content"][0].as_py()[:200]
+        try:
+            snapshot.full_text.search(text, ["_score"], None, 1)
+        except UNREADABLE as error:
+            self._words_failed(error)
 
     # Writes: serialised across processes by the lock file, and retried on a commit conflict.
 
