@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--scope", help="with --query or --tag: only this scope; with --all too")
     forget.add_argument("--limit", type=_whole, default=10, help="--query/--tag: 1 to 50")
     forget.add_argument("--dry-run", action="store_true", help="only show what would go")
-    forget.add_argument("--yes", action="store_true", help="delete what --query/--tag match")
+    forget.add_argument(
+        "--yes", action="store_true", help="delete what --query/--tag match; --all without asking"
+    )
     forget.add_argument(
         "--all", action="store_true", help="every memory (of --scope if given), after asking"
     )
@@ -167,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub["list"].add_argument("--since", help=since)
     sub["list"].add_argument("--until", help="as --since")
 
-    sub["context"].add_argument("--scope", help="namespace (default: SUBCOG_SCOPE or 'default')")
+    sub["context"].add_argument("--scope", help="namespace, or '*' for all (default: SUBCOG_SCOPE)")
     sub["context"].add_argument(
         "--limit", type=_whole, default=CONTEXT_LIMIT, help=f"default {CONTEXT_LIMIT}"
     )
