@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from subcog.cli import COMMANDS, build_parser, subcommands
+from subcog.cli import COMMANDS, commands
 from subcog.config import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,12 +20,7 @@ README = (ROOT / "README.md").read_text()
 def test_every_cli_command_is_in_the_readme_table_with_every_option(command: str) -> None:
     rows = [line for line in README.splitlines() if line.startswith(f"| `subcog {command}")]
     assert rows, f"the README's command table has no row for subcog {command}"
-    options = {
-        flag
-        for action in subcommands(build_parser())[command]._actions
-        for flag in action.option_strings
-        if flag.startswith("--") and flag != "--help"
-    }
+    options = {flag for flag in commands()[command] if flag.startswith("--") and flag != "--help"}
     assert {flag for flag in options if flag not in rows[0]} == set()
 
 
