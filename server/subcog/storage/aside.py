@@ -207,7 +207,7 @@ def _serve(request: Request, stores: dict[tuple[str, str, int], Store]) -> Answe
 def main() -> int:
     """The child: read one Request a line on stdin, answer each on a line of stdout, log to
     stderr; exit at the end of stdin."""
-    logging.basicConfig(  # as the server logs (cli.py)
+    logging.basicConfig(  # as the server logs (subcog/cli/__init__.py)
         level=logging.WARNING,
         stream=sys.stderr,
         format="%(asctime)s subcog %(levelname)s %(name)s: %(message)s",
