@@ -431,3 +431,27 @@ def test_bm25_in_memory_gives_lances_scores_once_its_index_holds_every_row(
                     assert mine[memory_id] == pytest.approx(score, rel=1e-5), (query, where)
     finally:
         by_lance.close()
+
+
+def test_a_stamp_is_trusted_only_if_it_was_old_when_read() -> None:
+    """A commit in the same tick of the file system's clock as the stamp leaves it unchanged:
+    the stamp is trusted only if it was already RACY_NS old at the stat, however long the read
+    after the stat took."""
+    from subcog.storage.mirror import RACY_NS, trusted_stamp
+
+    mtime = 1_000_000_000_000
+    assert trusted_stamp((mtime, 7), stat_at=mtime + RACY_NS - 1) is None
+    assert trusted_stamp((mtime, 7), stat_at=mtime + RACY_NS + 1) == (mtime, 7)
+    assert trusted_stamp(None, stat_at=mtime + 10 * RACY_NS) is None
+
+
+def test_a_store_of_stop_words_only_is_searched_without_error(memory: Memory) -> None:
+    """No row holds a token: BM25's average length is 0 (a division the scoring avoids)."""
+    memory.remember("the")
+    memory.remember("?!")
+    for query in ("the of and", "where?"):
+        lexical = memory.store.search(query, 100, Filter()).finish(
+            memory.embedder.embed([query])[0]
+        )
+        assert lexical.lexical.ids() == []  # by meaning only
+        memory.recall(query)

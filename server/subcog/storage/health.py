@@ -84,7 +84,8 @@ class Health:
             return name_damage(self._table, fragments)
         table = self._table
         request = aside.Request("name-damage", str(table.data_dir), table.model, table.dimension)
-        return aside.damaged_files(replace(request, fragments=fragments))
+        request = replace(request, fragments=fragments, limits=table.limits.to_dict())
+        return aside.damaged_files(request)
 
 
 def name_damage(table: Table, fragments: dict[int, int]) -> list[DamagedFile]:

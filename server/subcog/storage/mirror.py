@@ -120,12 +120,15 @@ class Mirror:
         """`ours`: the version our own add made, holding the write lock (nothing to ask)."""
         # The stamp before the version, the version before the rows: a commit in between is
         # read again next time.
+        # The time of the stat, not of the end of the read: a commit after the stat, in the
+        # same tick of the file system's clock, must not go unseen (RACY_NS).
+        stat_at = time.time_ns()
         stamp = None if self._table_dir is None else versions_stamp(self._table_dir)
         if stamp is not None and stamp == self._seen and self._snapshot is not None:
             return self._snapshot
         version = int(self._table.version) if ours is None else ours
         if self._snapshot is not None and self._snapshot.version == version:
-            self._seen = _trusted(stamp)
+            self._seen = trusted_stamp(stamp, stat_at)
             return self._snapshot
         if ours is not None and self._added is not None:
             rows = self._rows + self._added[1].num_rows
@@ -148,7 +151,7 @@ class Mirror:
         placed = {block.fragment: i for i, block in enumerate(blocks or ())}
         lost = {fragment: len(rowids) for fragment, rowids in self._unreadable.items()}
         self._snapshot = Snapshot(version, self._table, self.full_text, blocks, placed, lost)
-        self._seen = None if ours is not None else _trusted(stamp)  # once read whole
+        self._seen = None if ours is not None else trusted_stamp(stamp, stat_at)  # once read whole
         return self._snapshot
 
     def _after_our_add(self, version: int, rows: int) -> dict[int, Block] | None:
@@ -225,7 +228,10 @@ class Mirror:
             self._added = (version, table)
             last = self._snapshot
             if last is not None and last.blocks is not None and last.version == version - 1:
-                self._latest(ours=version)
+                try:
+                    self._latest(ours=version)
+                except Exception:  # the add is committed: the next read takes it the long way
+                    log.debug("the snapshot after our add was not made", exc_info=True)
 
     def forget(self) -> None:
         """Drop the copy: the next read builds it again (after the vectors were replaced)."""
@@ -234,9 +240,10 @@ class Mirror:
             self._seen = None
 
 
-def _trusted(stamp: tuple[int, int] | None) -> tuple[int, int] | None:
-    """The stamp, if old enough that a later commit must change it (RACY_NS)."""
-    if stamp is None or time.time_ns() - stamp[0] <= RACY_NS:
+def trusted_stamp(stamp: tuple[int, int] | None, stat_at: int) -> tuple[int, int] | None:
+    """The stamp, if it was old enough when read (at `stat_at`) that any later commit must
+    change it (RACY_NS)."""
+    if stamp is None or stat_at - stamp[0] <= RACY_NS:
         return None
     return stamp
 

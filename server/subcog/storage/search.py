@@ -130,7 +130,8 @@ class InMemory:
         if not counted or not starts[-1]:
             return Hits.empty(self.dimension)
         lengths = np.concatenate([held.lengths for held in counted]).astype(np.float64)
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / lengths.mean())
+        average = lengths.mean() or 1.0  # 0: every row is stop words, and no token matches
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / average)
         scores = np.zeros(len(lengths))
         for token, times in Counter(tokens(text)).items():
             parts = [

@@ -9,6 +9,7 @@ as validated values, and nothing here calls back into the domain.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import weakref
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,8 @@ from subcog.storage.schema import (
 from subcog.storage.search import Search, Searching, search_of
 from subcog.storage.table import Table
 from subcog.storage.upkeep import Upkeep
+
+log = logging.getLogger(__name__)
 
 # Stores still open. At exit they stop their upkeep first: a thread that is inside Lance when the
 # interpreter shuts down can abort the process ("FATAL: exception not rethrown").
@@ -275,6 +278,8 @@ class Store:
             snapshot.full_text.search(text, ["_score"], None, 1)
         except UNREADABLE as error:
             self._words_failed(error)
+        except Exception:  # a probe: the server serves without it
+            log.warning("the full-text index could not be searched", exc_info=True)
 
     # Writes: serialised across processes by the lock file, and retried on a commit conflict.
 

@@ -142,7 +142,14 @@ class Upkeep:
                 self._while_damaged()
             else:
                 self._rebuild_broken()
-                self.indexes.fold(rebuild_words=erasing is not None and erasing.rewritten is None)
+                rebuild_words = erasing is not None and erasing.rewritten is None
+                try:
+                    self.indexes.fold(rebuild_words=rebuild_words)
+                except UNREADABLE as error:
+                    if not self._words_damaged(error):
+                        raise
+                    self._rebuild_broken()
+                    self.indexes.fold()
                 if erasing is not None:
                     self._advance(erasing)
         finally:
@@ -178,6 +185,21 @@ class Upkeep:
         with self._table.locked():
             if self.marker.pending() == erasing:
                 self.marker.remove()
+
+    def _words_damaged(self, error: BaseException) -> bool:
+        """Whether folding failed on the full-text index (searches in memory do not read it,
+        so upkeep may be the first to find it damaged): it is searched, and if that fails,
+        marked for _rebuild_broken."""
+        probe = self._table.scan("probe", None, ["content"], 1)
+        text = probe["content"][0].as_py()[:200] if probe.num_rows else "memory"
+        try:
+            self._table.full_text.search(text, ["_score"], None, 1)
+        except UNREADABLE as failed:
+            self._health.index_failed(["content"], failed)
+            index = self._table.index_on(["content"])
+            return index is not None and index.name in self._health.broken
+        log.debug("folding failed, not on the full-text index: %s", error)
+        return False
 
     def _while_damaged(self) -> None:
         """While a data file is damaged, new rows still join the indexes, but nothing that
