@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from subcog.storage.blocks import NONE, Block
-from subcog.storage.schema import MEMORY_COLUMNS, schema
+from subcog.storage.schema import MEMORY_COLUMNS
 
 
 class Results(Protocol):
@@ -105,10 +105,6 @@ class Found:
         """These rows, in this order, with these scores."""
         windows = [self.windows[i] for i in order.tolist()] if self.windows else []
         return Found(self.table.take(order), self.vectors[order], scores, windows)
-
-    @classmethod
-    def empty(cls, dimension: int) -> Found:
-        return cls.of(schema("", dimension).empty_table(), np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.scores)

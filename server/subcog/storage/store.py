@@ -33,7 +33,7 @@ from subcog.storage.limits import Limits
 from subcog.storage.mirror import Mirror
 from subcog.storage.reindex import MODEL_MARK, Reindex
 from subcog.storage.repair import Repaired, repair
-from subcog.storage.results import Found, Hits, Reference, Results
+from subcog.storage.results import Hits, Reference, Results
 from subcog.storage.schema import (
     MEMORY_COLUMNS,
     Filter,
@@ -97,10 +97,6 @@ class Store:
     def cache_sized_for(self) -> int:
         """The number of memories Lance's caches are sized for (Limits.cache_bytes)."""
         return self._table.sized_for
-
-    @property
-    def version(self) -> int:
-        return self._table.version
 
     def schema(self) -> pa.Schema:
         schema: pa.Schema = self._table.handle.schema
@@ -171,11 +167,7 @@ class Store:
             found = search.words(text, depth, where)
         except UNREADABLE as error:
             self._words_failed(error)
-            found = (
-                Hits.empty(self.dimension)
-                if search.snapshot.blocks
-                else Found.empty(self.dimension)
-            )
+            found = Hits.empty(self.dimension)  # no rows, from either search
         return found, self._lexical.reference(text, search)
 
     def lexical_reference(self, text: str) -> Reference:

@@ -238,8 +238,8 @@ class Table:
         """Update the rows with the ids in `update` (its other columns replace theirs)."""
         self.handle.merge_insert("id").when_matched_update_all().execute(update)
 
-    def count(self, where: str | None = None) -> int:
-        return int(self.read("count", lambda: self.handle.count_rows(where)))
+    def count(self) -> int:
+        return int(self.read("count", lambda: self.handle.count_rows()))
 
     @property
     def version(self) -> int:
