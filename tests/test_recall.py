@@ -5,6 +5,7 @@ scores that fall down the list. Through the real model and a real store."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,6 +15,7 @@ from mcp import Client
 
 from subcog import ranking
 from subcog.memory import Memory
+from subcog.storage.limits import Limits
 from tests.servers import call
 
 pytestmark = pytest.mark.anyio
@@ -451,12 +453,18 @@ def test_calibration_rises_with_strength_and_falls_below_the_best() -> None:
     assert ranking.calibrated(0.0, 1.0, False) == 0.0
 
 
-def test_long_memories_of_an_earlier_store_get_their_windows(settings: Any, embedder: Any) -> None:
+@pytest.mark.parametrize("mirror_rows", [Limits().mirror_rows, 0], ids=["in memory", "lancedb"])
+def test_long_memories_of_an_earlier_store_get_their_windows(
+    settings: Any, embedder: Any, mirror_rows: int
+) -> None:
     """A store written before windows existed: its `chunks` column is added on open, and
-    backfill_windows embeds the later windows of its long memories."""
+    backfill_windows embeds the later windows of its long memories, found in the in-memory
+    copy or by LanceDB."""
     import lancedb
 
     from subcog.memory import open_store
+
+    settings = replace(settings, limits=Limits(mirror_rows=mirror_rows))
 
     filler = " ".join(f"Line {n} of the plan covers the rota and the budget." for n in range(40))
     note = filler + " The key safe code for the cottage door is 4917."

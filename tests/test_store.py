@@ -455,3 +455,50 @@ def test_a_store_of_stop_words_only_is_searched_without_error(memory: Memory) ->
         )
         assert lexical.lexical.ids() == []  # by meaning only
         memory.recall(query)
+
+
+def test_int8_vectors_in_memory_still_rank_by_exact_cosines(memory: Memory) -> None:
+    """A large store keeps int8 vectors in memory; a search rescores its best candidates from
+    the exact ones, so results and scores are those of float32, under every filter."""
+    things = ["the kettle", "a desk lamp", "the spare keys", "my passport", "the bike pump"]
+    lines = [
+        json.dumps(
+            {
+                "content": f"Note {n}: {things[n % 5]} is in room {n % 37}, since week {n % 11}.",
+                "tags": ["even" if n % 2 == 0 else "odd"],
+                "scope": "home" if n % 3 else "work",
+                "created_at": f"2024-{1 + n % 12:02d}-10T10:00:00Z",
+            }
+        )
+        for n in range(700)
+    ]
+    assert memory.import_jsonl(lines).added == 700
+    exact = tuned(memory, int8_rows=10**9)
+    assert exact.store.held_as_int8() == 0
+    queries = ["Where is the kettle?", "room 5 lamp", "What did I note in week 3?"]
+    filters = [
+        Filter(),
+        Filter(scope="work"),
+        Filter(tags=("odd",)),
+        Filter(scope="home", since=datetime(2024, 6, 1, tzinfo=timezone.utc)),
+    ]
+    vectors = exact.embedder.embed(queries)
+    expected = [
+        [(row["id"], round(s, 5)) for row, s in exact.store.nearest(v, limit, where)]
+        for v in vectors
+        for where in filters
+        for limit in (1, 5, 100, 700)
+    ]
+    small = tuned(exact, int8_rows=1)
+    assert small.store.held_as_int8() == 700
+    found = [
+        [(row["id"], round(s, 5)) for row, s in small.store.nearest(v, limit, where)]
+        for v in vectors
+        for where in filters
+        for limit in (1, 5, 100, 700)
+    ]
+    assert found == expected
+    question = "Where is the kettle?"
+    recalled = [(m.id, m.score) for m in small.recall(question, limit=5, scope="*").memories]
+    again = tuned(small, int8_rows=10**9).recall(question, limit=5, scope="*").memories
+    assert recalled == [(m.id, m.score) for m in again]

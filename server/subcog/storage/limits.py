@@ -21,6 +21,10 @@ class Limits:
     # Up to this many memories, the in-memory copy counts which memories hold each token, so a
     # query's lexical reference costs no search; upkeep pays the counting, not a tool call.
     counted_rows: int = 5_000
+    # From this many memories, the in-memory copy holds vectors as int8 (a quarter of the
+    # memory) and reads the exact ones of a search's best candidates from a file, so rankings
+    # stay exact (blocks.py; benchmarks/README.md, "Memory at 100,000").
+    int8_rows: int = 20_000
     # LanceDB's vector search is exact below this many memories, then an HNSW index with scalar
     # quantisation; built before the mirror stops, so it is ready when needed.
     vector_index_rows: int = 120_000

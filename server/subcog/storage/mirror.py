@@ -98,6 +98,9 @@ class Mirror:
         # Up to this many rows, each block also counts its rows' tokens (search.InMemory
         # .holders), which the lexical reference needs; past it, each query asks the index.
         self.counted_rows = limits.counted_rows
+        # From so many rows, blocks read keep int8 vectors, their exact ones in a file beside
+        # the store (blocks._held); a store on no local disk keeps float32.
+        self.int8_rows = limits.int8_rows
         self._snapshot: Snapshot | None = None
         self._blocks: dict[int, Block] = {}  # by fragment id
         # Fragments that failed to read: fragment id: its row ids then. Tried again only once
@@ -177,8 +180,11 @@ class Mirror:
         read. Fragments that cannot be read go to self._unreadable."""
         kept: dict[int, Block] = {}
         unreadable: dict[int, npt.NDArray[np.int64]] = {}
+        spill = None
+        if self._table_dir is not None and rows >= self.int8_rows:
+            spill = self._table_dir.parent.parent  # the data directory, not a tmpfs /tmp
         for fragment, rowids in _by_fragment(self._rowids()).items():
-            block = self._block(fragment, rowids)
+            block = self._block(fragment, rowids, spill)
             if block is None:
                 unreadable[fragment] = rowids
                 continue
@@ -195,7 +201,9 @@ class Mirror:
         rowids: npt.NDArray[np.int64] = found["_rowid"].to_numpy().astype(np.int64)
         return rowids
 
-    def _block(self, fragment: int, rowids: npt.NDArray[np.int64]) -> Block | None:
+    def _block(
+        self, fragment: int, rowids: npt.NDArray[np.int64], spill: Path | None
+    ) -> Block | None:
         """The fragment's block: kept if its rows are the same, else read again; None if one
         of its files cannot be read. A fragment's rows never change in place (an add or an
         update writes a new fragment, a delete takes rows out), so the row ids tell."""
@@ -207,7 +215,7 @@ class Mirror:
         if failed is not None and np.array_equal(failed, rowids):
             return None
         try:
-            return Block.read(self._table, fragment, rowids)
+            return Block.read(self._table, fragment, rowids, spill)
         except UNREADABLE as error:
             log.warning(
                 "%d memories in the store at %s cannot be read (%s); they are left out of every "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -31,6 +31,12 @@ from subcog.storage.schema import FOUND_COLUMNS, Filter, schema
 
 R = TypeVar("R")
 Key = tuple[str, ...]  # ("id", id) or ("text", scope, content_hash)
+# int8 blocks are scanned half here, half in this thread: converting int8 to float32 takes
+# longer than the product itself, and two cores take it back to float32's time.
+_SCAN = ThreadPoolExecutor(max_workers=1, thread_name_prefix="subcog-scan")
+# The rows whose exact vectors a search of int8 blocks reads first: about the depth a recall
+# asks for, twice over (InMemory.nearest).
+RESCORED = 256
 
 
 class Search(Protocol):
@@ -57,6 +63,11 @@ class Search(Protocol):
         ...
 
     def count(self, where: Filter) -> int: ...
+
+    def without_windows(self, min_chars: int, limit: int) -> list[tuple[str, str]]:
+        """(id, content) of at most `limit` memories of at least `min_chars` characters whose
+        windows were never embedded (`chunks` is null): those stored by an earlier subcog."""
+        ...
 
     def rows(self) -> int:
         """Every live row."""
@@ -177,21 +188,66 @@ class InMemory:
         return self._hits(which[kept], local[kept], scores[kept])
 
     def nearest(self, vector: npt.NDArray[np.float32], limit: int, where: Filter) -> Hits:
-        """Exact: every row's cosine, the filter as a mask."""
-        scores: list[npt.NDArray[np.float32]] = []
-        for block in self.blocks:
-            found = block.cosines(vector)
-            keep = block.mask(where)
-            scores.append(found if keep is None else np.where(keep, found, -np.inf))
+        """Exact: every row's cosine, the filter as a mask. Rows held as int8 are scored
+        within Block.error of their cosine; the best of them are then scored from their exact
+        vectors, more of them until no row left out can be among the best `limit`, so the
+        result is the exact search's."""
+
+        def scan(blocks: Sequence[Block]) -> list[npt.NDArray[np.float32]]:
+            scores = []
+            for block in blocks:
+                found = block.cosines(vector)
+                keep = block.mask(where)
+                scores.append(found if keep is None else np.where(keep, found, -np.inf))
+            return scores
+
+        error = max((block.error(vector) for block in self.blocks), default=0.0)
+        if error > 0 and len(self.blocks) > 1:
+            half = len(self.blocks) // 2
+            other = _SCAN.submit(scan, self.blocks[:half])
+            rest = scan(self.blocks[half:])
+            scores = other.result() + rest
+        else:
+            scores = scan(self.blocks)
         every = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
-        count = min(limit, int(np.isfinite(every).sum()))
+        valid = int(np.isfinite(every).sum())
+        count = min(limit, valid)
         if count == 0:
             return Hits.empty(self.dimension)
-        best = np.argpartition(-every, count - 1)[:count]
-        best = best[np.argsort(-every[best], kind="stable")]
         starts = np.cumsum([0, *(len(b) for b in self.blocks)])
-        which = np.searchsorted(starts, best, side="right") - 1
-        return self._hits(which, best - starts[which], every[best].astype(np.float64))
+        if error == 0:
+            best = np.argpartition(-every, count - 1)[:count]
+            best = best[np.argsort(-every[best], kind="stable")]
+            which = np.searchsorted(starts, best, side="right") - 1
+            return self._hits(which, best - starts[which], every[best].astype(np.float64))
+        exact = np.full(len(every), np.nan, dtype=np.float32)  # filled in as rows are scored
+        wanted = min(valid, max(2 * count, RESCORED))
+        while True:
+            best = np.argpartition(-every, wanted - 1)[:wanted]
+            new = best[np.isnan(exact[best])]
+            which = np.searchsorted(starts, new, side="right") - 1
+            exact[new] = self._exact(which, new - starts[which], vector)
+            order = best[np.argsort(-exact[best], kind="stable")[:count]]
+            # A row left out scores at most the lowest taken, so its cosine is at most that
+            # plus the error: below the count-th best exact cosine, it cannot be among them.
+            if wanted == valid or float(every[best].min()) + error < float(exact[order[-1]]):
+                break
+            wanted = min(valid, 4 * wanted)
+        which = np.searchsorted(starts, order, side="right") - 1
+        return self._hits(which, order - starts[which], exact[order].astype(np.float64))
+
+    def _exact(
+        self,
+        which: npt.NDArray[np.int64],
+        local: npt.NDArray[np.int64],
+        vector: npt.NDArray[np.float32],
+    ) -> npt.NDArray[np.float32]:
+        """The exact cosines of the rows at these places."""
+        exact = np.empty(len(which), dtype=np.float32)
+        for index in np.unique(which).tolist():
+            mine = np.flatnonzero(which == index)
+            exact[mine] = self.blocks[index].exact_cosines(local[mine], vector)
+        return exact
 
     def _hits(
         self,
@@ -206,10 +262,12 @@ class InMemory:
         created = np.empty(len(which), dtype=np.int64)
         for i, (index, at) in enumerate(zip(which.tolist(), local.tolist(), strict=True)):
             block = self.blocks[index]
-            ids.append(block.ids[at])
+            ids.append(block.id_at(at))
             scopes.append(block.scopes[at])
-            vectors[i] = block.vectors[at]
             created[i] = block.created[at]
+        for index in np.unique(which).tolist():  # exact vectors, one read per block
+            mine = np.flatnonzero(which == index)
+            vectors[mine] = self.blocks[index].exact(local[mine])
         return Hits(self.blocks, which, local, ids, scopes, created, vectors, scores)
 
     def find(self, keys: Sequence[Key]) -> dict[Key, dict[str, Any]]:
@@ -230,6 +288,15 @@ class InMemory:
         if not parts:
             return schema("", self.dimension).empty_table().select(columns)
         return pa.concat_tables(parts)
+
+    def without_windows(self, min_chars: int, limit: int) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for block in self.blocks:
+            rows = block.without_windows(min_chars)[: limit - len(found)]
+            if len(rows):
+                picked = block.rows.take(rows)
+                found += zip(picked["id"].to_pylist(), picked["content"].to_pylist(), strict=True)
+        return found
 
     def count(self, where: Filter) -> int:
         total = 0
@@ -339,6 +406,12 @@ class InLance:
 
     def count(self, where: Filter) -> int:
         return int(self.snapshot.table.count_rows(where.sql()))
+
+    def without_windows(self, min_chars: int, limit: int) -> list[tuple[str, str]]:
+        where = f"chunks IS NULL AND character_length(content) >= {int(min_chars)}"
+        query = self.snapshot.table.search().where(where).select(["id", "content"])
+        found = query.limit(limit).to_arrow()
+        return list(zip(found["id"].to_pylist(), found["content"].to_pylist(), strict=True))
 
     def rows(self) -> int:
         return int(self.snapshot.table.count_rows())

@@ -120,6 +120,11 @@ class Store:
         """Scopes searched with LanceDB's prefilter (see search.filtered)."""
         return frozenset(self._rare)
 
+    def held_as_int8(self) -> int:
+        """How many of the memories held in memory keep int8 vectors (Limits.int8_rows)."""
+        blocks = self._mirror.latest().blocks or ()
+        return sum(len(block) for block in blocks if block.scale is not None)
+
     @property
     def closed(self) -> bool:
         return self._upkeep.closed.is_set()
@@ -351,11 +356,10 @@ class Store:
     def without_windows(self, min_chars: int, limit: int) -> list[tuple[str, str]]:
         """(id, content) of memories of at least `min_chars` characters whose windows were
         never embedded (`chunks` is null): those stored by an earlier subcog."""
-        if self._table.read("windows backlog", self._mirror.latest).unreadable:
+        search = self._table.read("windows backlog", self._search)
+        if search.snapshot.unreadable:
             return []  # a scan would read the damaged file: after the repair
-        where = f"chunks IS NULL AND character_length(content) >= {int(min_chars)}"
-        found = self._table.scan("windows backlog", where, ["id", "content"], limit)
-        return list(zip(found["id"].to_pylist(), found["content"].to_pylist(), strict=True))
+        return self._table.read("windows backlog", lambda: search.without_windows(min_chars, limit))
 
     def set_windows(self, windows: dict[str, npt.NDArray[np.float32]]) -> None:
         """Store the later windows' vectors of these memories (an empty array: none)."""
