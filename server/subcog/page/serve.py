@@ -61,6 +61,7 @@ def serve_ui(settings: Settings, port: int, open_browser: bool) -> int:
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         listening.bind((UI_HOST, port))
+        listening.listen(128)  # a browser opened now waits for uvicorn rather than failing
     except OSError as exc:
         listening.close()
         print(f"subcog: cannot listen on {UI_HOST}:{port}: {exc.strerror}", file=sys.stderr)
