@@ -37,6 +37,7 @@ PwPage = playwright_api.Page
 expect = playwright_api.expect
 
 STANDUP = "Our team standup is at 9:30 every weekday."
+VET = "The cat's vet appointment is on Friday."
 XSS = "<script>alert(1)</script> and <img src=x onerror=alert(2)>"
 DOCS_SHOT = "SUBCOG_DOCS_SCREENSHOT"  # set to 1: the README's screenshot is written to docs/
 DOCS_PNG = Path(__file__).resolve().parent.parent / "docs" / "subcog-ui.png"
@@ -153,9 +154,16 @@ def test_the_login_link_opens_the_page_once_and_sets_a_strict_cookie(
     page = logged_in(context, ui)
     assert page.url == ui.base + "/"  # the code is not left in the address bar
     (cookie,) = context.cookies()
+    assert cookie["name"] == "subcog_session"
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"
     page.screenshot(path=str(tmp_path / "memories-empty.png"))
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("Token")).to_be_visible()
+    page.goto(ui.base + "/")
+    expect(page.get_by_label("Token")).to_be_visible()
+    logged_out_cookie = [c for c in context.cookies() if c["name"] == "subcog_session"]
+    assert logged_out_cookie == []
     other = browser.new_context()
     try:
         again = other.new_page()
@@ -172,7 +180,7 @@ def standup(memory: Memory) -> None:
     seed(
         memory,
         {"content": STANDUP, "tags": ["work"], "metadata": {"author": "ana"}},
-        {"content": "The cat's vet appointment is on Friday.", "tags": ["home"]},
+        {"content": VET, "tags": ["home"]},
         {
             "content": "We flew to Lisbon for the conference.",
             "tags": ["travel"],
@@ -253,15 +261,18 @@ def test_forget_after_confirmation_is_gone_from_recall_and_erased(
 ) -> None:
     assert STANDUP in recall_over_stdio("When is the daily team meeting?")
     page = logged_in(context, ui)
-    row = page.locator("ol.memories > li").filter(has_text=STANDUP)
-    row.get_by_role("checkbox", name="Select this memory to forget").check()
+    for text in (STANDUP, VET):
+        row = page.locator("ol.memories > li").filter(has_text=text)
+        row.get_by_role("checkbox", name="Select this memory to forget").check()
     page.get_by_role("button", name="Forget selected…").click()
-    expect(page.get_by_role("heading", name="Forget 1 memory?")).to_be_visible()
-    expect(page.locator("ol.doomed li")).to_have_text([STANDUP])
+    expect(page.get_by_role("heading", name="Forget 2 memories?")).to_be_visible()
+    doomed = page.locator("ol.doomed li")
+    expect(doomed).to_have_count(2)
+    assert sorted(doomed.all_inner_texts()) == sorted([STANDUP, VET])
     page.screenshot(path=str(tmp_path / "confirm.png"))
-    page.get_by_role("button", name="Forget 1").click()
-    expect(page.get_by_role("status")).to_contain_text("Forgotten: 1")
-    expect(page.locator("ol.memories .content")).to_have_count(3)
+    page.get_by_role("button", name="Forget 2").click()
+    expect(page.get_by_role("status")).to_contain_text("Forgotten: 2")
+    expect(page.locator("ol.memories .content")).to_have_count(2)
     assert STANDUP not in recall_over_stdio("When is the daily team meeting?")
     erased_within(settings.data_dir, STANDUP.encode())
 
