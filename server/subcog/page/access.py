@@ -32,6 +32,12 @@ def token_check(token: str) -> TokenCheck:
     return lambda given: hmac.compare_digest(given.encode(), expected)
 
 
+def session_cookie(request: Request) -> str:
+    """The cookie's name: one per port, since browsers share a host's cookies across its ports
+    (`subcog ui` and an HTTP server on one machine each keep their own)."""
+    return f"{SESSION_COOKIE}-{request.url.port or 80}"
+
+
 def _host_name(host: str) -> str:
     """The name of a Host header, without its port ("[::1]:8080" -> "[::1]")."""
     if host.startswith("["):
@@ -81,7 +87,7 @@ class Access:
 
     def session(self, request: Request) -> str | None:
         """The request's session: its cookie's, or its bearer token's; None: not logged in."""
-        cookie = request.cookies.get(SESSION_COOKIE, "")
+        cookie = request.cookies.get(session_cookie(request), "")
         with self._lock:
             if cookie in self._sessions:
                 return cookie

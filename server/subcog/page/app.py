@@ -27,9 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from subcog import __version__
 from subcog import validation as check
-from subcog.errors import NotReady, SubcogError
+from subcog.errors import InvalidInput, NotReady, SubcogError
 from subcog.memory import Imported, Memory
-from subcog.page.access import SESSION_COOKIE, Access
+from subcog.page.access import Access, session_cookie
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
@@ -171,14 +171,16 @@ class Page:
             if not self.access.same_origin(request) or session is None:
                 return self.login_page(request, 401, "That token is not right.")
         response = RedirectResponse("/", 303)
-        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", path="/")
+        response.set_cookie(
+            session_cookie(request), session, httponly=True, samesite="strict", path="/"
+        )
         return response
 
     @changes
     async def logout(self, request: Request, session: str) -> Response:
         self.access.log_out(session)
         response = RedirectResponse("/login", 303)
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(session_cookie(request), path="/")
         return response
 
     # Reading.
@@ -231,6 +233,11 @@ class Page:
 
     @logged_in
     async def one(self, request: Request, session: str) -> Response:
+        tagged = request.query_params.get("tagged") is not None
+        return await self._one(request, session, tagged=tagged)
+
+    async def _one(self, request: Request, session: str, **values: Any) -> Response:
+        """A memory's own page, with the very similar memories of its scope."""
         memory_id = request.path_params["memory_id"]
 
         def read() -> dict[str, Any]:
@@ -242,8 +249,8 @@ class Page:
             found = await run_in_threadpool(read)
         except SubcogError as exc:
             return self.render(request, "error.html", session, 404, message=str(exc))
-        tagged = request.query_params.get("tagged") is not None
-        return self.render(request, "memory.html", session, tagged=tagged, **found)
+        status = 400 if values.get("error") else 200
+        return self.render(request, "memory.html", session, status, **found, **values)
 
     @logged_in
     async def overview(self, request: Request, session: str) -> Response:
@@ -293,6 +300,8 @@ class Page:
         tags = split_tags(given if isinstance(given, str) else "")
         try:
             await run_in_threadpool(lambda: self.memory().set_tags(memory_id, tags))
+        except InvalidInput as exc:  # the page again, with what was typed and why not
+            return await self._one(request, session, error=str(exc), typed=given)
         except SubcogError as exc:
             return self.render(request, "error.html", session, 400, message=str(exc))
         return RedirectResponse(f"/memory/{memory_id}?tagged", 303)
