@@ -11,9 +11,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -478,3 +480,48 @@ def test_readme_screenshot(memory: Memory, ui: Ui, context: BrowserContext, tmp_
     target.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(os.name == "nt", reason="$BROWSER is a shell script here")
+def test_ui_opens_the_browser_at_its_login_url_on_the_port_asked(tmp_path: Path) -> None:
+    """No browser is needed: $BROWSER (which Python's webbrowser obeys) writes what it got."""
+    opened = tmp_path / "opened.txt"
+    fake = tmp_path / "browser.sh"
+    fake.write_text(
+        f'#!/bin/sh\nprintf "%s" "$1" > "{opened}.part" && mv "{opened}.part" "{opened}"\n'
+    )
+    fake.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [subcog_command(), "ui", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "BROWSER": str(fake)},
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        printed = re.search(r"http://\S+", proc.stderr.readline())
+        assert printed is not None
+        assert printed.group(0).startswith(f"http://127.0.0.1:{port}/login?code=")
+        deadline = time.monotonic() + 30
+        while not opened.exists():  # a file, not a page: Playwright's waits do not apply
+            assert time.monotonic() < deadline, "the browser was not opened"
+            time.sleep(0.05)
+        assert opened.read_text() == printed.group(0)
+        taken = subprocess.run(
+            [subcog_command(), "ui", "--no-browser", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert taken.returncode == 2
+        assert "pick another --port" in taken.stderr
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        if proc.stderr:
+            proc.stderr.close()

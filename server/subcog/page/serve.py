@@ -10,6 +10,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from subcog.config import Settings
+from subcog.errors import InvalidInput
 from subcog.memory import Memory
 from subcog.page.access import Access, TokenCheck
 from subcog.page.app import Page
@@ -64,8 +65,10 @@ def serve_ui(settings: Settings, port: int, open_browser: bool) -> int:
         listening.listen(128)  # a browser opened now waits for uvicorn rather than failing
     except OSError as exc:
         listening.close()
-        print(f"subcog: cannot listen on {UI_HOST}:{port}: {exc.strerror}", file=sys.stderr)
-        return 1
+        raise InvalidInput(
+            f"Cannot listen on {UI_HOST}:{port} ({exc.strerror}): pick another --port, or "
+            "leave it out for a free one."
+        ) from None
     port = listening.getsockname()[1]
     service = Service(settings)
     service.start()
