@@ -409,6 +409,10 @@ def test_overview_counts_scopes_and_tags_charts_weeks_and_shows_health(
     expect(chart).to_be_visible()
     assert chart.locator("rect").count() > 100  # every week from March 2024 (at most 104)
     expect(page.locator(".health")).to_contain_text("all-MiniLM-L6-v2")
+    page.get_by_role("button", name="Read every file now (subcog doctor)").click()
+    expect(page.locator("#doctor-report")).to_contain_text(
+        "Store OK: 4 memories; every data and index file reads to its end", timeout=120_000
+    )
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
 
 

@@ -4,8 +4,11 @@ answers with server-rendered HTML (Jinja2, autoescaped: memory text is always te
 from __future__ import annotations
 
 import io
+import json
 import re
 import secrets
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
@@ -35,6 +38,7 @@ HERE = Path(__file__).parent
 PAGE_SIZE = 50
 SEARCH_LIMIT = 50  # recall's largest limit
 TIMELINE_WEEKS = 104  # the chart's last two years
+DOCTOR_TIMEOUT_S = 600  # it reads every file of the store
 # No inline script or style, nothing from another origin, no framing.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -129,6 +133,7 @@ class Page:
             Route("/forget/confirm", self.confirm, methods=["POST"]),
             Route("/forget", self.forget, methods=["POST"]),
             Route("/overview", self.overview),
+            Route("/overview/doctor", self.doctor, methods=["POST"]),
             Route("/export", self.export),
             Route("/import", self.import_form),
             Route("/import", self.upload, methods=["POST"]),
@@ -254,12 +259,22 @@ class Page:
 
     @logged_in
     async def overview(self, request: Request, session: str) -> Response:
+        return await self._overview(request, session)
+
+    async def _overview(self, request: Request, session: str, **values: Any) -> Response:
         def read() -> dict[str, Any]:
             memory = self.memory()
             tallies = memory.tallies()
             return {"tallies": tallies, "weeks": timeline(tallies.weeks), "health": memory.health()}
 
-        return self.render(request, "overview.html", session, **await run_in_threadpool(read))
+        found = await run_in_threadpool(read)
+        return self.render(request, "overview.html", session, **found, **values)
+
+    @changes
+    async def doctor(self, request: Request, session: str) -> Response:
+        """`subcog doctor`, in a process of its own: it reads every file of the store to its
+        end, which a server does not (Lance's own package would stay in its memory)."""
+        return await self._overview(request, session, doctor=await run_in_threadpool(doctor))
 
     @logged_in
     async def export(self, request: Request, session: str) -> Response:
@@ -352,6 +367,22 @@ class Page:
         if job is None:
             return self.render(request, "error.html", session, 404, message="No such import.")
         return self.render(request, "import.html", session, job=job)
+
+
+def doctor() -> dict[str, Any]:
+    """`subcog doctor --json`'s report, or what went wrong running it."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "subcog", "doctor", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=DOCTOR_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+        report: dict[str, Any] = json.loads(done.stdout)
+        return report
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"subcog doctor could not be run here ({exc}); run it in a terminal."}
 
 
 def timeline(weeks: dict[str, int]) -> list[tuple[str, int]]:
