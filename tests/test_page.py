@@ -262,6 +262,11 @@ def test_forget_after_confirmation_is_gone_from_recall_and_erased(
 ) -> None:
     assert STANDUP in recall_over_stdio("When is the daily team meeting?")
     page = logged_in(context, ui)
+    page.get_by_role("button", name="Forget selected…").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Select at least one memory first: tick the box beside it."
+    )
+    page.get_by_role("link", name="Back to the memories").click()
     for text in (STANDUP, VET):
         row = page.locator("ol.memories > li").filter(has_text=text)
         row.get_by_role("checkbox", name="Select this memory to forget").check()

@@ -292,7 +292,8 @@ class Page:
     async def confirm(self, request: Request, session: str) -> Response:
         ids = [i for i in (await request.form()).getlist("id") if isinstance(i, str)]
         if not ids:
-            return RedirectResponse("/", 303)
+            message = "Select at least one memory first: tick the box beside it."
+            return self.render(request, "error.html", session, 400, message=message)
         try:
             preview = await run_in_threadpool(lambda: self.memory().forget(ids=ids, dry_run=True))
         except SubcogError as exc:
