@@ -8,7 +8,12 @@
 - The Host header must be a name of this machine (or SUBCOG_ALLOWED_HOSTS): a DNS-rebinding
   page cannot read our answers.
 
-The check of a token is one function given in (`TokenCheck`), the same one /mcp uses.
+- Every answer carries a strict Content-Security-Policy (no inline script, nothing from
+  another origin, no framing); see `guarded`.
+
+Whether a token is right is one function handed in (`TokenCheck`): the server that serves
+/mcp passes its own check of the same token (web.py's serve_http, and serve.py for `subcog
+ui`), so a change to how /mcp checks tokens reaches the page by changing that argument.
 """
 
 from __future__ import annotations
@@ -20,8 +25,24 @@ from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SESSION_COOKIE = "subcog_session"
+# No inline script or style, nothing from another origin, no framing.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    # The login code never leaves in a Referer; "no-referrer" would make a POST's Origin "null".
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
 # Whether a token given is the bearer token of /mcp.
 TokenCheck = Callable[[str], bool]
 
@@ -118,3 +139,25 @@ class Access:
         """A POST that changes something: from our origin, with this session's CSRF token."""
         expected = self.csrf_token(session)
         return self.same_origin(request) and hmac.compare_digest(csrf.encode(), expected.encode())
+
+
+def guarded(app: ASGIApp, access: Access) -> ASGIApp:
+    """Every answer with the security headers; a request for another Host refused."""
+
+    async def run(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        if not access.host_allowed(Request(scope)):
+            refused = Response("This Host is not served here.", 421, media_type="text/plain")
+            await refused(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *HEADERS]
+            await send(message)
+
+        await app(scope, receive, with_headers)
+
+    return run

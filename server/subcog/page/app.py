@@ -26,33 +26,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from subcog import __version__
 from subcog import validation as check
 from subcog.errors import InvalidInput, NotReady, SubcogError
 from subcog.memory import Imported, Memory
-from subcog.page.access import Access, session_cookie
+from subcog.page.access import Access, guarded, session_cookie
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
 SEARCH_LIMIT = 50  # recall's largest limit
 TIMELINE_WEEKS = 104  # the chart's last two years
 DOCTOR_TIMEOUT_S = 600  # it reads every file of the store
-# No inline script or style, nothing from another origin, no framing.
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-HEADERS = [
-    (b"content-security-policy", CSP.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    # The login code never leaves in a Referer; "no-referrer" would make a POST's Origin "null".
-    (b"referrer-policy", b"same-origin"),
-    (b"x-frame-options", b"DENY"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-]
 Handler = Callable[["Page", Request, str], Awaitable[Response]]
 
 
@@ -398,25 +384,3 @@ def timeline(weeks: dict[str, int]) -> list[tuple[str, int]]:
         (week.isoformat(), weeks.get(week.isoformat(), 0))
         for week in (first + timedelta(days=d) for d in range(0, days + 1, 7))
     ]
-
-
-def guarded(app: ASGIApp, access: Access) -> ASGIApp:
-    """Every answer with the security headers; a request for another Host refused."""
-
-    async def run(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        if not access.host_allowed(Request(scope)):
-            refused = Response("This Host is not served here.", 421, media_type="text/plain")
-            await refused(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *HEADERS]
-            await send(message)
-
-        await app(scope, receive, with_headers)
-
-    return run
