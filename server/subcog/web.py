@@ -155,6 +155,8 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
+    from subcog.page.access import token_check
+    from subcog.page.serve import beside_mcp, login_url, page_app
     from subcog.server import Service, build_server
 
     if not is_loopback(host) and len(settings.token or "") < MIN_TOKEN_CHARS:
@@ -185,12 +187,15 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     mcp_app = server.streamable_http_app(
         transport_security=security, host=host, stateless_http=True, json_response=True
     )
-    app = BearerAuth(mcp_app, token)
+    # The web page at / (subcog/page), for whoever holds the same token.
+    page = page_app(settings, service.memory, token_check(token), names)
+    app = beside_mcp(BearerAuth(mcp_app, token), page.app(), MCP_PATH)
     shown = f"[{host}]" if ":" in host else host
     where = f"in {token_path}" if token_path else "in SUBCOG_TOKEN"
     print(
         f"subcog: MCP over streamable HTTP at http://{shown}:{port}{MCP_PATH}\n"
-        f"subcog: clients must send 'Authorization: Bearer <token>'; the token is {where}",
+        f"subcog: clients must send 'Authorization: Bearer <token>'; the token is {where}\n"
+        f"subcog: the memories page (logs in once): {login_url(host, port, page)}",
         file=sys.stderr,
     )
     try:

@@ -36,7 +36,7 @@ from subcog.cli.exit_codes import (
     EXIT_STORE,
 )
 from subcog.cli.parser import COMMANDS, WITHOUT_JSON, build_parser, commands, subcommands
-from subcog.cli.serve import serve
+from subcog.cli.serve import serve, ui
 from subcog.config import Settings
 from subcog.errors import (
     InvalidInput,
@@ -83,6 +83,7 @@ ALONE: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "doctor": store_commands.doctor,
     "repair": store_commands.repair,
     "reindex": store_commands.reindex,
+    "ui": ui,
 }
 # name -> the command, given the Memory opened for it.
 RUN: dict[str, Callable[[argparse.Namespace, Memory], int]] = {

@@ -28,10 +28,11 @@ COMMANDS = {
     "export": "Write every memory as JSONL: id, content, tags, scope, metadata, created_at.",
     "reindex": "Re-embed every memory with the configured model (SUBCOG_MODEL).",
     "completion": "Print a shell completion script: bash or zsh.",
+    "ui": "Browse, search and forget memories in a web page on 127.0.0.1.",
 }
 # Commands whose output is a result a script may want as JSON. serve speaks JSON-RPC, export
 # writes JSON lines anyway, completion prints a script.
-WITHOUT_JSON = {"serve", "export", "completion"}
+WITHOUT_JSON = {"serve", "export", "completion", "ui"}
 
 _TAG: dict[str, Any] = {"action": "append", "default": None, "metavar": "T"}
 _SINCE = "ISO-8601, or words: yesterday, 3 days ago, 2026-11"
@@ -75,6 +76,17 @@ def _serve(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--host", default="127.0.0.1", help="HTTP only (default 127.0.0.1)")
     command.add_argument("--port", type=_port, default=8765, help="HTTP only (default 8765)")
+
+
+def _ui(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--port", type=_port_or_free, default=0, help="default: a free one (0 picks one)"
+    )
+    command.add_argument("--no-browser", action="store_true", help="only print the URL")
+
+
+def _port_or_free(text: str) -> int:
+    return 0 if text.strip() == "0" else _port(text)
 
 
 def _remember(command: argparse.ArgumentParser) -> None:
@@ -161,6 +173,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "import": _import,
     "export": _export,
     "completion": _completion,
+    "ui": _ui,
 }
 
 

@@ -24,6 +24,13 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return _serve_stdio(settings)
 
 
+def ui(args: argparse.Namespace, settings: Settings) -> int:
+    """`subcog ui`: the web page on 127.0.0.1."""
+    from subcog.page.serve import serve_ui
+
+    return serve_ui(settings, args.port, open_browser=not args.no_browser)
+
+
 def _first_start(settings: Settings) -> bool:
     """Whether the model has yet to be copied into the cache (and an int8 copy made)."""
     from subcog.embedder import snapshot_dir

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from lancedb.expr import col, lit
 
 from subcog.errors import MissingIds
+from subcog.storage.browse import Key, Tallies, page_keys, tallies
 from subcog.storage.damage import UNREADABLE, Damage
 from subcog.storage.health import Health, name_damage
 from subcog.storage.lexical import Lexical
@@ -38,6 +39,7 @@ from subcog.storage.schema import (
     MEMORY_COLUMNS,
     Filter,
     Row,
+    naive_utc,
     rows_table,
     windows_column,
     windows_type,
@@ -225,6 +227,29 @@ class Store:
         )
         return rows
 
+    def page(self, where: Filter, limit: int, after: Key | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` memories passing the filter, newest first, from just after `after`
+        (browse.py): the keys of every match are read, and the other columns of one page."""
+
+        def run() -> list[dict[str, Any]]:
+            search = self._search()
+            narrowed = where
+            if after is not None:
+                end = naive_utc(after.moment)
+                narrowed = replace(where, until=min(end, naive_utc(where.until or end)))
+            keys = page_keys(search.matching(narrowed, ["id", "created_at"]), limit, after)
+            if not keys:
+                return []
+            span = replace(where, since=keys[-1].moment, until=keys[0].moment)
+            rows = {row["id"]: row for row in search.matching(span, MEMORY_COLUMNS).to_pylist()}
+            return [rows[key.id] for key in keys if key.id in rows]
+
+        return self._table.read("page", run)
+
+    def tallies(self) -> Tallies:
+        """How many memories per scope, per tag and per week."""
+        return tallies(self._matching("tallies", Filter(), ["scope", "tags", "created_at"]))
+
     def all_rows(self) -> Iterator[dict[str, Any]]:
         """Every memory, oldest first, in batches so a large store is not one Python list."""
         table = self._matching("export", Filter(), MEMORY_COLUMNS)
@@ -380,6 +405,22 @@ class Store:
                 table.check_model()  # a reindex may have switched the model meanwhile
                 table.write("windows", lambda: table.merge(update))
         self._upkeep.wrote()
+
+    def set_tags(self, memory_id: str, tags: Sequence[str]) -> bool:
+        """Replace a memory's tags (validated); False when no memory has the id."""
+        update = pa.table(
+            {"id": [memory_id], "tags": [list(tags)]},
+            schema=pa.schema(  # the id is the primary key: merge_insert needs it non-nullable
+                [pa.field("id", pa.string(), nullable=False), self.schema().field("tags")]
+            ),
+        )
+        table = self._table
+        with self._upkeep.running, table.locked():
+            if not self.existing([memory_id]):
+                return False
+            table.write("tags", lambda: table.merge(update))
+        self._upkeep.wrote()
+        return True
 
     def reindexing(self) -> Reindex:
         """The model switch (reindex.py), which the domain drives with the vectors it embeds."""
