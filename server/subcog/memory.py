@@ -127,6 +127,7 @@ class Stats(BaseModel):
     count: int
     scopes: dict[str, int]
     data_dir: str
+    store: str = Field(description="Where the memories live (SUBCOG_STORE), without secrets.")
     model: str
     model_source: str
     disk_bytes: int
@@ -605,6 +606,7 @@ class Memory:
             count=self.store.count(),
             scopes=self.store.scopes(),
             data_dir=str(self.settings.data_dir),
+            store=self.settings.store.shown,
             model=self.embedder.name,
             model_source=f"{self.embedder.source.kind}: {self.embedder.source.location}",
             disk_bytes=self.store.disk_bytes(),
@@ -644,6 +646,8 @@ def open_store(settings: Settings, check_model: bool = True, server: bool = Fals
         check_model=check_model,
         limits=settings.limits,
         upkeep_aside=server,
+        location=settings.store,
+        refresh_s=settings.refresh_s,
     )
 
 

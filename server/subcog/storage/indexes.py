@@ -36,7 +36,6 @@ class Indexes:
         damaged file) are left as they are, and so are old versions: they may still hold those
         rows, for a better tool than ours.
         """
-        import lance
         from lance.optimize import Compaction
 
         options: Any = {
@@ -44,7 +43,7 @@ class Indexes:
             "materialize_deletions_threshold": 0.0,
             "num_threads": 1,
         }
-        dataset = lance.dataset(str(self._table.uri))
+        dataset = self._table.dataset()
         if not unreadable:
             dataset.optimize.compact_files(**options)
         else:
@@ -55,7 +54,7 @@ class Indexes:
         self._table.handle.checkout_latest()
         if not unreadable:  # while a file is damaged, older versions may still hold its rows
             older_than = self._limits.keep_old_versions
-            lance.dataset(str(self._table.uri)).cleanup_old_versions(older_than=older_than)
+            self._table.dataset().cleanup_old_versions(older_than=older_than)
 
     def fold(self, rebuild_words: bool = False) -> None:
         """Fold new rows into the indexes, and build the vector index when it is due; with
@@ -67,8 +66,6 @@ class Indexes:
         for them. Lance commits an index beside concurrent adds and deletes; compaction, which
         would conflict, holds the index lock too.
         """
-        import lance
-
         table = self._table.handle
         if rebuild_words:
             table.create_index("content", config=FTS(**WORDS), replace=True)
@@ -78,7 +75,7 @@ class Indexes:
             if index.columns != ["vector"]
             and (index.columns != ["content"] or self._words_due(index.name))
         ]
-        lance.dataset(str(self._table.uri)).optimize.optimize_indices(index_names=due)
+        self._table.dataset().optimize.optimize_indices(index_names=due)
         table.checkout_latest()
         if not self.bulk:
             self.vectors()
@@ -95,15 +92,13 @@ class Indexes:
         merge into one; once they hold Limits.vector_rebuild_share of the rows, the index is
         built again over everything.
         """
-        import lance
-
         limits = self._limits
         index = self._table.index_on(["vector"])
         rows = self._table.handle.count_rows()
         if rows < limits.vector_index_rows:
             return
         if index is not None:
-            dataset = lance.dataset(str(self._table.uri))
+            dataset = self._table.dataset()
             stats = dataset.stats.index_stats(index.name)
             unindexed: int = stats["num_unindexed_rows"]
             deltas: list[int] = stats["num_indexed_rows_per_delta"]

@@ -99,7 +99,12 @@ class Upkeep:
                 request = aside.Request(
                     "upkeep", str(table.data_dir), table.model, table.dimension, self.indexes.bulk
                 )
-                request = replace(request, unreadable=sorted(unreadable), broken=broken)
+                request = replace(
+                    request,
+                    unreadable=sorted(unreadable),
+                    broken=broken,
+                    store=table.location.db,
+                )
                 answer = aside.run(replace(request, limits=self._limits.to_dict()))
                 ran, rewrote, rebuilt = answer.ran, answer.rewrote, answer.rebuilt
                 for delay in answer.again_in:

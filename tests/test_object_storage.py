@@ -1,0 +1,120 @@
+"""A store on object storage (SUBCOG_STORE=s3://...), against a real moto_server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from subcog.config import Settings
+from subcog.embedder import Embedder
+from subcog.errors import InvalidSetting
+from subcog.memory import Memory, open_store
+from tests.s3 import S3, SECRET
+from tests.servers import subcog_command
+
+
+def test_the_store_defaults_to_the_data_dir_and_stays_local(settings: Settings) -> None:
+    assert settings.store.db == str(settings.data_dir / "lancedb")
+    assert not settings.store.remote
+    assert settings.refresh_s == 0.0
+
+
+def test_an_s3_store_takes_its_endpoint_region_and_credentials_from_the_standard_env() -> None:
+    env = {
+        "SUBCOG_STORE": "s3://team-bucket/subcog/",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+    }
+    settings = Settings.from_env(env)
+    assert settings.store.remote
+    assert settings.store.db == "s3://team-bucket/subcog"
+    assert settings.store.table == "s3://team-bucket/subcog/memories.lance"
+    assert settings.refresh_s == 1.0
+    assert settings.store.options == {
+        "aws_endpoint": "http://127.0.0.1:9000",
+        "aws_region": "eu-west-1",
+        "aws_access_key_id": "AKIAEXAMPLE",
+        "aws_secret_access_key": SECRET,
+        "allow_http": "true",  # a plain-HTTP endpoint (MinIO, moto) is meant
+    }
+    assert SECRET not in repr(settings)
+    assert SECRET not in json.dumps(settings.store.shown_options())
+    https = Settings.from_env({**env, "AWS_ENDPOINT_URL": "https://minio.example.com"})
+    assert "allow_http" not in https.store.options
+
+
+def test_gcs_and_azure_stores_take_their_own_variables() -> None:
+    gcs = Settings.from_env({"SUBCOG_STORE": "gs://b/p", "GOOGLE_SERVICE_ACCOUNT": "/k.json"})
+    assert gcs.store.options == {"google_service_account": "/k.json"}
+    azure = Settings.from_env(
+        {"SUBCOG_STORE": "az://c/p", "AZURE_STORAGE_ACCOUNT_NAME": "acct", "AWS_REGION": "x"}
+    )
+    assert azure.store.options == {"azure_storage_account_name": "acct"}
+
+
+@pytest.mark.parametrize("store", ["ftp://host/x", "s3:///no-bucket"])
+def test_a_store_uri_of_another_kind_is_refused_in_our_words(store: str) -> None:
+    with pytest.raises(InvalidSetting, match="SUBCOG_STORE"):
+        Settings.from_env({"SUBCOG_STORE": store})
+
+
+def test_a_local_path_store_is_used_as_given(tmp_path: os.PathLike[str]) -> None:
+    settings = Settings.from_env({"SUBCOG_STORE": str(tmp_path), "SUBCOG_DATA_DIR": "/x"})
+    assert settings.store.db == str(tmp_path)
+    assert not settings.store.remote
+
+
+@pytest.mark.s3
+def test_remember_recall_and_forget_work_on_an_s3_store(
+    s3_env: dict[str, str], embedder: Embedder
+) -> None:
+    settings = Settings.from_env()
+    assert settings.store.remote
+    memory = Memory(open_store(settings), embedder, settings)
+    try:
+        first = memory.remember("The deploy command is `make ship`.", scope="team")
+        again = memory.remember("The deploy command is `make ship`.", scope="team")
+        assert (first.status, again.status, again.id) == ("created", "exists", first.id)
+        found = memory.recall("how do we deploy?", scope="team")
+        assert [hit.id for hit in found.memories][:1] == [first.id]
+        stats = memory.stats()
+        assert stats.store == s3_env["SUBCOG_STORE"]
+        assert stats.count == 1
+        assert stats.disk_bytes > 0
+        assert SECRET not in stats.model_dump_json()
+        assert memory.forget(ids=[first.id]).forgotten == [first.id]
+        assert memory.recall("how do we deploy?", scope="team").memories == []
+    finally:
+        memory.close()
+
+
+@pytest.mark.s3
+def test_doctor_checks_the_bucket_and_shows_no_secret(s3_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [subcog_command(), "doctor", "--json"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["bucket"]["ok"]
+    assert report["bucket"]["read_ms"] > 0
+    assert report["store_uri"] == s3_env["SUBCOG_STORE"]
+    assert SECRET not in done.stdout + done.stderr
+    plain = subprocess.run([subcog_command(), "doctor"], capture_output=True, text=True)
+    assert "bucket: OK" in plain.stdout
+    assert SECRET not in plain.stdout + plain.stderr
+
+
+@pytest.mark.s3
+def test_doctor_says_when_the_bucket_cannot_be_reached(s3: S3) -> None:
+    env = {**os.environ, **s3.env("s3://no-such-bucket-here/x")}
+    done = subprocess.run(
+        [subcog_command(), "doctor"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode != 0
+    assert "bucket: FAILED" in done.stdout
+    assert SECRET not in done.stdout + done.stderr
