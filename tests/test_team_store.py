@@ -1,0 +1,113 @@
+"""Many real servers, each with its own data and cache directories, on one s3:// store on a
+real moto_server: nothing lost, nothing duplicated, no errors, forget seen by all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import lancedb
+import pytest
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from subcog.config import Settings
+from subcog.embedder import assemble_bundle
+from tests.servers import call, subcog_command
+
+pytestmark = [pytest.mark.anyio, pytest.mark.s3]
+
+
+def server_on(store_env: dict[str, str], home: Path) -> StdioServerParameters:
+    """A `subcog serve` with data and cache directories of its own, on the shared store."""
+    cache = home / "cache"
+    assert assemble_bundle(cache) is not None
+    env = {
+        **os.environ,
+        **store_env,
+        "SUBCOG_DATA_DIR": str(home / "data"),
+        "SUBCOG_CACHE_DIR": str(cache),
+    }
+    return StdioServerParameters(command=subcog_command(), args=["serve"], env=env)
+
+
+def stored_rows(settings: Settings) -> list[dict[str, Any]]:
+    """Every row, read by LanceDB itself from the bucket."""
+    db = lancedb.connect(settings.store.db, storage_options=dict(settings.store.options))
+    table = db.open_table("memories")
+    rows: list[dict[str, Any]] = table.search().select(["id", "content"]).limit(None).to_list()
+    return rows
+
+
+async def test_four_servers_on_one_s3_store_lose_duplicate_and_fail_nothing(
+    s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    writers, per_writer, shared = 4, 24, 6
+    ids: dict[str, str] = {}  # text: id, of memories that should stay
+    forgotten: dict[str, str] = {}
+    same: dict[str, set[str]] = {}  # shared text: the ids each server answered
+
+    async def writer(number: int, client: Client) -> None:
+        mine: list[tuple[str, str]] = []
+        for i in range(per_writer):
+            text = f"Server {number} noted fact {i}: crate {number * 1000 + i} is on shelf {i}."
+            stored = await call(client, "remember", content=text)
+            assert stored["status"] == "created"
+            mine.append((text, stored["id"]))
+            if i % 4 == 3:  # forget one we wrote earlier, while the others keep writing
+                old_text, old_id = mine.pop(0)
+                done = await call(client, "forget", ids=[old_id])
+                assert done["forgotten"] == [old_id]
+                forgotten[old_text] = old_id
+        ids.update(mine)
+
+    async def same_text(k: int, client: Client, start: anyio.Event) -> None:
+        await start.wait()
+        text = f"The team decided on the {k}th retro that deploys happen on Tuesdays."
+        stored = await call(client, "remember", content=text)
+        same.setdefault(text, set()).add(stored["id"])
+
+    params = [server_on(s3_env, tmp_path / f"server{n}") for n in range(writers)]
+    async with (
+        Client(stdio_client(params[0])) as c0,
+        Client(stdio_client(params[1])) as c1,
+        Client(stdio_client(params[2])) as c2,
+        Client(stdio_client(params[3])) as c3,
+    ):
+        clients = [c0, c1, c2, c3]
+        async with anyio.create_task_group() as group:
+            for number, client in enumerate(clients):
+                group.start_soon(writer, number, client)
+        for k in range(shared):  # the same text, by every server at the same moment
+            start = anyio.Event()
+            async with anyio.create_task_group() as group:
+                for client in clients:
+                    group.start_soon(same_text, k, client, start)
+                start.set()
+        for text, answered in same.items():
+            assert len(answered) == 1, (text, answered)  # every server names the one memory
+            ids[text] = answered.pop()
+
+        await anyio.sleep(Settings.from_env().refresh_s + 0.2)  # SUBCOG_REFRESH_S
+
+        async def reader(client: Client) -> None:
+            for text, memory_id in ids.items():
+                found = await call(client, "recall", query=text, limit=1)
+                assert [m["id"] for m in found["memories"]] == [memory_id], text
+            for text, memory_id in forgotten.items():
+                found = await call(client, "recall", query=text, limit=3)
+                assert memory_id not in [m["id"] for m in found["memories"]], text
+                with pytest.raises(MCPError) as gone:
+                    await client.read_resource(f"memory://{memory_id}")
+                assert gone.value.error.code == -32602  # not found
+
+        async with anyio.create_task_group() as group:
+            for client in clients:
+                group.start_soon(reader, client)
+
+    rows = stored_rows(Settings.from_env())
+    assert len(ids) == writers * (per_writer - per_writer // 4) + shared
+    assert sorted(row["id"] for row in rows) == sorted(ids.values())
+    assert len({row["content"] for row in rows}) == len(rows)
