@@ -30,6 +30,13 @@ class S3:
     """A running moto_server."""
 
     endpoint: str
+    log: Path  # moto_server's request log: one line per request
+
+    def requests(self) -> list[str]:
+        """The requests moto_server has answered so far, as its log lines."""
+        return [
+            line for line in self.log.read_text(errors="replace").splitlines() if "HTTP/" in line
+        ]
 
     def client(self) -> Any:
         """A boto3 client on it (boto3 comes with moto)."""
@@ -105,7 +112,7 @@ def running_moto(log: Path) -> Iterator[S3]:
                         f"{log.read_text(errors='replace')[-2000:]}"
                     ) from None
                 time.sleep(0.2)
-        yield S3(endpoint)
+        yield S3(endpoint, log)
     finally:
         process.terminate()
         try:

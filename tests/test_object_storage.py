@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -118,3 +119,61 @@ def test_doctor_says_when_the_bucket_cannot_be_reached(s3: S3) -> None:
     assert done.returncode != 0
     assert "bucket: FAILED" in done.stdout
     assert SECRET not in done.stdout + done.stderr
+
+
+def lists(s3: S3, since: int) -> int:
+    """How many times the bucket was listed after the first `since` requests."""
+    return sum("list-type=2" in line for line in s3.requests()[since:])
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("refresh", ["", "0"])
+def test_recall_lists_the_bucket_at_most_once_per_refresh_interval(
+    s3: S3,
+    s3_env: dict[str, str],
+    embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+    refresh: str,
+) -> None:
+    monkeypatch.setenv("SUBCOG_REFRESH_S", refresh)
+    settings = Settings.from_env()
+    assert settings.refresh_s == (1.0 if refresh == "" else 0.0)
+    memory = Memory(open_store(settings), embedder, settings)
+    try:
+        memory.remember("The staging database is called ferret.")
+        memory.recall("staging database")
+        before, start = len(s3.requests()), time.monotonic()
+        for _ in range(10):
+            assert memory.recall("what is the staging database called?").memories
+        elapsed = time.monotonic() - start
+        if settings.refresh_s:
+            assert lists(s3, before) <= 1 + elapsed / settings.refresh_s
+        else:
+            assert lists(s3, before) >= 10  # SUBCOG_REFRESH_S=0: the latest on every call
+    finally:
+        memory.close()
+
+
+@pytest.mark.s3
+def test_another_process_memory_is_recalled_within_the_refresh_interval(
+    s3_env: dict[str, str], embedder: Embedder
+) -> None:
+    settings = Settings.from_env()
+    here = Memory(open_store(settings), embedder, settings)
+    there = Memory(open_store(settings), embedder, settings)  # a handle of its own
+    try:
+        assert there.recall("parking").memories == []
+        stored = here.remember("Visitors park on level two of the garage.")
+        deadline = time.monotonic() + settings.refresh_s + 0.5
+        while not there.recall("where do visitors park?").memories:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert there.recall("where do visitors park?").memories[0].id == stored.id
+        there.forget(ids=[stored.id])
+        deadline = time.monotonic() + settings.refresh_s + 0.5
+        while here.recall("where do visitors park?").memories:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        here.close()
+        there.close()

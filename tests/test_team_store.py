@@ -4,6 +4,7 @@ real moto_server: nothing lost, nothing duplicated, no errors, forget seen by al
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from mcp.client.stdio import stdio_client
 
 from subcog.config import Settings
 from subcog.embedder import assemble_bundle
+from tests.s3 import S3
 from tests.servers import call, subcog_command
 
 pytestmark = [pytest.mark.anyio, pytest.mark.s3]
@@ -29,6 +31,8 @@ def server_on(store_env: dict[str, str], home: Path) -> StdioServerParameters:
         **store_env,
         "SUBCOG_DATA_DIR": str(home / "data"),
         "SUBCOG_CACHE_DIR": str(cache),
+        # Four servers start at once on two shared cores, and open one new store together.
+        "SUBCOG_LOAD_TIMEOUT": "300",
     }
     return StdioServerParameters(command=subcog_command(), args=["serve"], env=env)
 
@@ -111,3 +115,34 @@ async def test_four_servers_on_one_s3_store_lose_duplicate_and_fail_nothing(
     assert len(ids) == writers * (per_writer - per_writer // 4) + shared
     assert sorted(row["id"] for row in rows) == sorted(ids.values())
     assert len({row["content"] for row in rows}) == len(rows)
+
+
+async def test_a_forgotten_memory_leaves_every_object_under_the_prefix_within_60_s(
+    s3: S3, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Two servers write on; one forgets. Every object under the store's prefix is listed and
+    read until none holds the forgotten text."""
+    secret = "Zq7-erasure-probe: the vault code is 4417-2291"
+    bucket, prefix = s3_env["SUBCOG_STORE"].removeprefix("s3://").split("/", 1)
+    params = [server_on(s3_env, tmp_path / f"server{n}") for n in range(2)]
+    async with Client(stdio_client(params[0])) as one, Client(stdio_client(params[1])) as two:
+        kept = await call(one, "remember", content="The office plants are watered on Fridays.")
+        stored = await call(one, "remember", content=secret)
+        await call(two, "remember", content="Lunch orders go in before eleven.")
+        assert any(secret.encode() in body for body in s3.objects(bucket, prefix).values())
+        forgotten = await call(two, "forget", ids=[stored["id"]])
+        assert forgotten["forgotten"] == [stored["id"]]
+        deadline = time.monotonic() + 60
+        n = 0
+        while True:
+            n += 1  # the other server keeps writing meanwhile
+            await call(one, "remember", content=f"Visitor {n} signed in at the front desk.")
+            holding = [
+                k for k, body in s3.objects(bucket, prefix).items() if secret.encode() in body
+            ]
+            if not holding:
+                break
+            assert time.monotonic() < deadline, f"still in {holding}"
+            await anyio.sleep(1)
+        found = await call(two, "recall", query="office plants", limit=1)
+        assert [m["id"] for m in found["memories"]] == [kept["id"]]

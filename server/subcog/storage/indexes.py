@@ -44,17 +44,39 @@ class Indexes:
             "num_threads": 1,
         }
         dataset = self._table.dataset()
-        if not unreadable:
+        if not unreadable and not self._table.remote:
             dataset.optimize.compact_files(**options)
         else:
             plan = Compaction.plan(dataset, options)
             tasks = [t for t in plan.tasks if not {f.id for f in t.fragments} & unreadable]
             if tasks:
-                Compaction.commit(dataset, [task.execute(dataset) for task in tasks])
+                rewritten = [task.execute(dataset) for task in tasks]
+                try:
+                    Compaction.commit(dataset, rewritten)
+                except Exception:
+                    self._drop_files(rewritten)
+                    raise
         self._table.handle.checkout_latest()
         if not unreadable:  # while a file is damaged, older versions may still hold its rows
             older_than = self._limits.keep_old_versions
             self._table.dataset().cleanup_old_versions(older_than=older_than)
+
+    def _drop_files(self, rewritten: list[Any]) -> None:
+        """After a compaction whose commit failed (on object storage: another server's delete,
+        compaction or index came first), delete the files it wrote. No version refers to them,
+        and Lance leaves such files for a week, since it cannot tell them from another
+        process's write in progress; these may hold memories forgotten meanwhile."""
+        from lance.file import LanceFileSession
+
+        location = self._table.location
+        data = LanceFileSession(f"{location.table}/data", dict(location.options) or None)
+        for result in rewritten:
+            for fragment in result.new_fragments:
+                for file in fragment.data_files():
+                    try:
+                        data.delete_file(file.path)
+                    except OSError:
+                        log.debug("could not delete %s after a failed compaction", file.path)
 
     def fold(self, rebuild_words: bool = False) -> None:
         """Fold new rows into the indexes, and build the vector index when it is due; with

@@ -56,6 +56,12 @@ def retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def conflicted(error: BaseException) -> bool:
+    """Whether Lance refused a commit because another came first (it says "retry")."""
+    said = str(error).lower()
+    return "commit conflict" in said or "preempted by concurrent" in said
+
+
 class ProcessLock:
     """A lock of this process only, with FileLock's acquire(timeout)/release: on object
     storage, where no lock file reaches the other machines (their commits are checked by
