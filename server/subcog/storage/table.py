@@ -175,15 +175,21 @@ class Table:
 
     def _upgrade(self) -> None:
         """A store made by an earlier subcog gets what this one expects: the `chunks` column
-        (null until Memory.backfill_windows fills it). The caller holds the write lock."""
-        if "chunks" in self.handle.schema.names:
+        (null until Memory.backfill_windows fills it), and the `author` column (null: stored
+        before authors were kept). The caller holds the write lock; on object storage another
+        server may upgrade at once, and the loser's retry finds the column there."""
+        names = self.handle.schema.names
+        if "chunks" in names and "author" in names:
             return
-        # The windows have the size of the store's vectors, which a reindex (opening the store
-        # set to another model) has not changed yet.
-        dimension = int(self.meta().get("subcog.dimension", self.dimension))
-        self.handle.add_columns(pa.field("chunks", windows_type(dimension), nullable=True))
+        if "chunks" not in names:
+            # The windows have the size of the store's vectors, which a reindex (opening the
+            # store set to another model) has not changed yet.
+            dimension = int(self.meta().get("subcog.dimension", self.dimension))
+            self.handle.add_columns(pa.field("chunks", windows_type(dimension), nullable=True))
+        if "author" not in self.handle.schema.names:
+            self.handle.add_columns(pa.field("author", pa.string(), nullable=True))
         self.update_meta({"subcog.schema": SCHEMA_VERSION})
-        log.info("upgraded the store in %s to schema %s", self.data_dir, SCHEMA_VERSION)
+        log.info("upgraded the store in %s to schema %s", self.location.shown, SCHEMA_VERSION)
 
     def meta(self, table_schema: pa.Schema | None = None) -> dict[str, str]:
         """The table's metadata, from `table_schema` or else the latest version's."""
