@@ -72,7 +72,10 @@ class S3:
         found: dict[str, bytes] = {}
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"]
+                try:
+                    body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"]
+                except client.exceptions.NoSuchKey:
+                    continue  # removed since the listing (upkeep's cleanup)
                 found[item["Key"]] = body.read()
         return found
 

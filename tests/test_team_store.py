@@ -3,12 +3,15 @@ real moto_server: nothing lost, nothing duplicated, no errors, forget seen by al
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import lancedb
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
@@ -18,6 +21,8 @@ from subcog.config import Settings
 from subcog.embedder import assemble_bundle
 from tests.s3 import S3
 from tests.servers import call, subcog_command
+from tests.test_http import start
+from tests.test_team_access import as_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.s3]
 
@@ -146,3 +151,63 @@ async def test_a_forgotten_memory_leaves_every_object_under_the_prefix_within_60
             await anyio.sleep(1)
         found = await call(two, "recall", query="office plants", limit=1)
         assert [m["id"] for m in found["memories"]] == [kept["id"]]
+
+
+async def recalled_within(client: Client, query: str, seconds: float) -> list[str]:
+    """The ids recall finds, asked again until something is found or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = await call(client, "recall", query=query, scope="team", limit=3)
+        ids = [m["id"] for m in found["memories"]]
+        if ids or time.monotonic() > deadline:
+            return ids
+        await anyio.sleep(0.05)
+
+
+async def test_two_http_replicas_on_one_s3_store_behave_as_one(
+    s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    refresh = Settings.from_env().refresh_s
+    base = {**os.environ, **s3_env, "SUBCOG_LOAD_TIMEOUT": "300"}
+    envs = [{**base, "SUBCOG_DATA_DIR": str(tmp_path / f"replica{n}" / "data")} for n in range(2)]
+    made = subprocess.run(
+        [subcog_command(), "token", "add", "agent", "--write", "team", "--json"],
+        capture_output=True,
+        text=True,
+        env=envs[0],
+        check=True,
+    )
+    token = json.loads(made.stdout)["token"]  # made on one machine, known to both
+    servers = [start(env) for env in envs]
+    try:
+        (_, one), (_, two) = servers
+        async with as_token(one, token) as first, as_token(two, token) as second:
+            await call(first, "recall", query="warm up", scope="team")
+            await call(second, "recall", query="warm up", scope="team")
+            stored = await call(
+                first, "remember", content="The on-call phone is in the red drawer.", scope="team"
+            )
+            started = time.monotonic()
+            seen = await recalled_within(second, "where is the on-call phone?", refresh + 2)
+            assert seen == [stored["id"]]
+            assert time.monotonic() - started <= refresh + 2
+            again = await call(
+                second, "remember", content="The on-call phone is in the red drawer.", scope="team"
+            )
+            assert (again["status"], again["id"]) == ("exists", stored["id"])
+            assert (await call(second, "forget", ids=[stored["id"]]))["forgotten"] == [stored["id"]]
+            await anyio.sleep(refresh + 0.2)
+            found = await call(first, "recall", query="where is the on-call phone?", scope="team")
+            assert found["memories"] == []
+        revoked = subprocess.run([subcog_command(), "token", "revoke", "agent"], env=envs[1])
+        assert revoked.returncode == 0
+        await anyio.sleep(refresh + 0.2)
+        for url in (one, two):
+            answer = httpx2.post(url, headers={"Authorization": f"Bearer {token}"}, json={})
+            assert answer.status_code == 401
+    finally:
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(timeout=60)
+            if proc.stderr is not None:
+                proc.stderr.close()

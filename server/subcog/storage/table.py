@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,9 +40,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
+def retrying(
+    attempts: int, what: str, action: Callable[[], T], again: Callable[[], None] | None = None
+) -> T:
     """Run action, retrying with backoff: LanceDB commits can conflict with another process's,
-    and a read can lose files to another process's cleanup. Both succeed on a fresh try."""
+    and a read can lose files to another process's cleanup. Both succeed on a fresh try, after
+    `again` (if given) has run."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
@@ -53,6 +56,9 @@ def retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
                 raise
             log.debug("%s failed (%s); retry %d", what, exc, attempt)
             time.sleep(min(0.5, 0.01 * 2**attempt))
+            if again is not None:
+                with suppress(Exception):
+                    again()
     raise AssertionError("unreachable")
 
 
@@ -272,7 +278,11 @@ class Table:
         return True
 
     def read(self, what: str, action: Callable[[], T]) -> T:
-        return retrying(self.limits.read_attempts, what, action)
+        """Run a read, retried if it fails. On object storage the retry reads the latest
+        version: the one this process last saw (at most SUBCOG_REFRESH_S old) may have lost its
+        files to another server's cleanup."""
+        latest = (lambda: self.handle.checkout_latest()) if self.remote else None
+        return retrying(self.limits.read_attempts, what, action, latest)
 
     def write(self, what: str, action: Callable[[], T]) -> T:
         """Run a commit, retried on a conflict; NoSpace when the disk is full."""
