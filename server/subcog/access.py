@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class Tokens:
         self._lock = threading.Lock()
         self._table: Any = None
         self._version: int | None = None
+        self._absent_until = 0.0
         self._entries: dict[str, dict[str, Any]] = {}
 
     @property
@@ -117,6 +119,8 @@ class Tokens:
         return f"{self._location.shown}/{TOKENS_TABLE}.lance"
 
     def _open(self, create: bool) -> Any:
+        if self._table is None and not create and time.monotonic() < self._absent_until:
+            return None  # looked a moment ago: no token was ever added
         if self._table is None:
             import lancedb
 
@@ -129,6 +133,8 @@ class Tokens:
                 self._table = db.open_table(TOKENS_TABLE)
             elif create:
                 self._table = db.create_table(TOKENS_TABLE, schema=_tokens_schema())
+            else:  # asked again after SUBCOG_REFRESH_S (at least a second): not per request
+                self._absent_until = time.monotonic() + max(1.0, self._refresh.total_seconds())
         return self._table
 
     def entries(self) -> dict[str, dict[str, Any]]:
