@@ -177,3 +177,28 @@ def test_another_process_memory_is_recalled_within_the_refresh_interval(
     finally:
         here.close()
         there.close()
+
+
+@pytest.mark.s3
+def test_the_same_text_remembered_by_two_servers_between_refreshes_is_stored_once(
+    s3_env: dict[str, str], embedder: Embedder
+) -> None:
+    """The second server's copy of the store is up to SUBCOG_REFRESH_S old, so its check
+    before the add cannot see the first's memory: the check after its commit does, and the
+    first committed stays."""
+    settings = Settings.from_env()
+    first = Memory(open_store(settings), embedder, settings)
+    second = Memory(open_store(settings), embedder, settings)
+    try:
+        second.recall("anything")  # its copy is read now, before the first remembers
+        text = "The release train leaves every second Thursday."
+        stored = first.remember(text, scope="team")
+        again = second.remember(text, scope="team")  # within the refresh interval
+        assert (again.status, again.id) == ("exists", stored.id)
+        assert first.remember(text, scope="team").id == stored.id
+        assert first.store.count() == 1
+        time.sleep(settings.refresh_s + 0.2)
+        assert [m.id for m in second.recall("release train", scope="team").memories] == [stored.id]
+    finally:
+        first.close()
+        second.close()
