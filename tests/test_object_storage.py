@@ -202,3 +202,44 @@ def test_the_same_text_remembered_by_two_servers_between_refreshes_is_stored_onc
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.s3
+def test_a_compaction_that_loses_to_a_forget_leaves_no_copy_of_the_forgotten_text(
+    s3: S3, s3_env: dict[str, str], embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server forgets a memory while this one's compaction is rewriting it: the
+    compaction's commit loses, and the files it wrote (which still hold the memory) must go
+    too, or they would stay for Lance's week. The other server has not refreshed since the
+    memory was stored: a forget looks in the latest version all the same."""
+    from lance.optimize import Compaction
+
+    settings = Settings.from_env()
+    memory = Memory(open_store(settings), embedder, settings)
+    other = Memory(open_store(settings), embedder, settings)
+    secret = "Qx9-orphan-probe: the safe opens with 7731"
+    try:
+        doomed = memory.remember(secret)
+        memory.remember("The plants are watered on Fridays.")
+        memory.remember("Lunch orders go in before eleven.")
+        commit = Compaction.commit
+        raced: list[bool] = []
+
+        def racing(dataset: object, rewrites: object, *args: object, **kwargs: object) -> object:
+            if not raced:  # the other server's forget lands between rewrite and commit
+                raced.append(True)
+                assert other.forget(ids=[doomed.id]).forgotten == [doomed.id]
+            return commit(dataset, rewrites, *args, **kwargs)
+
+        monkeypatch.setattr(Compaction, "commit", racing)
+        assert memory.store.upkeep_now()
+        assert raced
+        time.sleep(settings.refresh_s + 0.2)  # this server sees the forget within the interval
+        assert doomed.id not in [m.id for m in memory.recall("what opens the safe?").memories]
+        assert other.finish_erasure()  # the forgetting server erases, as it would
+        bucket, prefix = s3_env["SUBCOG_STORE"].removeprefix("s3://").split("/", 1)
+        holding = [k for k, body in s3.objects(bucket, prefix).items() if secret.encode() in body]
+        assert holding == []
+    finally:
+        memory.close()
+        other.close()

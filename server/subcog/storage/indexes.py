@@ -72,7 +72,7 @@ class Indexes:
         data = LanceFileSession(f"{location.table}/data", dict(location.options) or None)
         for result in rewritten:
             for fragment in result.new_fragments:
-                for file in fragment.data_files():
+                for file in fragment.files:
                     try:
                         data.delete_file(file.path)
                     except OSError:

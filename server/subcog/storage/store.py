@@ -312,6 +312,8 @@ class Store:
         """
         table = self._table
         with table.locked():
+            if replacing:
+                table.latest()  # on object storage: what is stored now, not a second ago
             # One version for every check and the add: under the lock, nobody else commits.
             search = table.read("write check", self._search)
             current = table.handle.schema
@@ -390,6 +392,7 @@ class Store:
         erases them, which this schedules straight away (upkeep.py).
         """
         with self._table.locked():
+            self._table.latest()  # on object storage: a memory stored a moment ago elsewhere
             found = self.existing(ids)
             self._delete_locked(sorted(found))
         return [memory_id for memory_id in ids if memory_id in found]
@@ -398,6 +401,7 @@ class Store:
         """Delete every memory that passes the filter; return how many there were."""
         table = self._table
         with table.locked():
+            table.latest()
             count = self.count_matching(where)
             if count:
                 condition = where.sql() or "true"  # built from validated values (Filter.sql)

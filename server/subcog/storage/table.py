@@ -284,6 +284,13 @@ class Table:
         latest = (lambda: self.handle.checkout_latest()) if self.remote else None
         return retrying(self.limits.read_attempts, what, action, latest)
 
+    def latest(self) -> None:
+        """On object storage, before a write that depends on what is stored (a forget, a
+        supersede): read the latest version now, not the one seen up to SUBCOG_REFRESH_S ago.
+        Locally every read is the latest already."""
+        if self.remote:
+            self.read("latest", lambda: self.handle.checkout_latest())
+
     def write(self, what: str, action: Callable[[], T]) -> T:
         """Run a commit, retried on a conflict; NoSpace when the disk is full."""
         try:
