@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from subcog.embedder import Embedder, assemble_bundle, load_embedder
 from subcog.errors import SubcogError
 from subcog.memory import Memory, open_store
 from subcog.server import Service, build_server
+from tests.s3 import S3, running_moto
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +46,34 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: P
         "SUBCOG_SCOPE",
         "SUBCOG_LOAD_TIMEOUT",
         "SUBCOG_LOG_LEVEL",
+        "SUBCOG_STORE",
+        "SUBCOG_REFRESH_S",
+        "SUBCOG_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    """A moto_server for the whole session (tests/s3.py)."""
+    yield from running_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+
+
+@pytest.fixture
+def s3_env(s3: S3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This test's environment pointed at a new bucket on moto_server; returns the variables."""
+    env = s3.env(f"s3://{s3.bucket()}/team")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -180,7 +180,7 @@ def test_the_login_link_opens_the_page_once_and_sets_a_strict_cookie(
 def standup(memory: Memory) -> None:
     seed(
         memory,
-        {"content": STANDUP, "tags": ["work"], "metadata": {"author": "ana"}},
+        {"content": STANDUP, "tags": ["work"], "author": "ana"},
         {"content": VET, "tags": ["home"]},
         {
             "content": "We flew to Lisbon for the conference.",
@@ -467,7 +467,7 @@ def test_readme_screenshot(memory: Memory, ui: Ui, context: BrowserContext, tmp_
         {
             "content": "The team's standup is at 9:30 every weekday.",
             "tags": ["work"],
-            "metadata": {"author": "ana"},
+            "author": "ana",
             "created_at": days_ago(3),
         },
         {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from subcog.errors import InvalidSetting
 from subcog.storage.limits import Limits
+from subcog.storage.location import Location, location_of
 
 APP_NAME = "subcog"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -37,7 +38,24 @@ class Setting:
 
 # The README's table of environment variables is checked against this list by a test.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("SUBCOG_DATA_DIR", "platformdirs user data dir", "Where the LanceDB store lives."),
+    Setting(
+        "SUBCOG_DATA_DIR",
+        "platformdirs user data dir",
+        "This machine's files: the local store (unless SUBCOG_STORE), locks, tokens.",
+    ),
+    Setting(
+        "SUBCOG_STORE",
+        "DATA_DIR/lancedb",
+        "Where the memories live: a path, or s3://bucket/prefix, gs://bucket/prefix, "
+        "az://container/prefix (shared by many servers; README, Team and multi-machine). "
+        "Credentials and endpoint from AWS_*, GOOGLE_*, AZURE_*.",
+    ),
+    Setting(
+        "SUBCOG_REFRESH_S",
+        "0 locally, 1 on object storage",
+        "Seconds a server may answer from the version it last read before asking for a "
+        "newer one: what another server wrote may be that late.",
+    ),
     Setting(
         "SUBCOG_CACHE_DIR",
         "platformdirs user cache dir + /models",
@@ -139,6 +157,8 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
+    store: Location
+    refresh_s: float
     cache_dir: Path
     model: str
     model_path: Path | None
@@ -171,8 +191,15 @@ class Settings:
             raise InvalidSetting(
                 f"SUBCOG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}."
             )
+        data_dir = _path(env, "SUBCOG_DATA_DIR") or _default_data_dir()
+        try:
+            store = location_of(env.get("SUBCOG_STORE", "").strip() or None, data_dir, env)
+        except ValueError as exc:
+            raise InvalidSetting(str(exc)) from None
         return cls(
-            data_dir=_path(env, "SUBCOG_DATA_DIR") or _default_data_dir(),
+            data_dir=data_dir,
+            store=store,
+            refresh_s=_float(env, "SUBCOG_REFRESH_S", 1.0 if store.remote else 0.0, 0.0, 3600.0),
             cache_dir=_path(env, "SUBCOG_CACHE_DIR") or _default_cache_dir(),
             model=env.get("SUBCOG_MODEL", "").strip() or DEFAULT_MODEL,
             model_path=_path(env, "SUBCOG_MODEL_PATH"),

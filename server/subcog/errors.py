@@ -58,3 +58,7 @@ def full_disk(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+class NotAllowed(SubcogError, PermissionError):
+    """The caller's token may not do this in that scope; nothing was changed."""

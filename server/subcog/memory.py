@@ -6,6 +6,7 @@ results and errors (subclasses of SubcogError).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -20,8 +21,9 @@ from pydantic import BaseModel, Field
 
 from subcog import ranking
 from subcog import validation as check
+from subcog.access import OWNER, Access, check_name
 from subcog.config import Settings
-from subcog.errors import InvalidInput, NotFound
+from subcog.errors import InvalidInput, MissingIds, NotAllowed, NotFound
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,6 +76,9 @@ class RecalledMemory(BaseModel):
     metadata: dict[str, check.MetadataValue] | None = Field(
         default=None, description="Absent when empty."
     )
+    author: str | None = Field(
+        default=None, description="Who stored it; absent when it was you, or is not known."
+    )
 
 
 class Recalled(BaseModel):
@@ -108,6 +113,7 @@ class StoredMemory(BaseModel):
     scope: str
     created_at: str
     metadata: dict[str, check.MetadataValue]
+    author: str | None = None
 
 
 class Imported(BaseModel):
@@ -128,6 +134,7 @@ class Stats(BaseModel):
     count: int
     scopes: dict[str, int]
     data_dir: str
+    store: str = Field(description="Where the memories live (SUBCOG_STORE), without secrets.")
     model: str
     model_source: str
     disk_bytes: int
@@ -184,6 +191,7 @@ def _stored(row: dict[str, Any]) -> dict[str, Any]:
         "scope": row["scope"],
         "created_at": check.iso(row["created_at"]),
         "metadata": json.loads(row["metadata"] or "{}"),
+        "author": row.get("author"),
     }
 
 
@@ -196,6 +204,7 @@ class Memory:
         embedder: Embedder | None,
         settings: Settings,
         load_model: Callable[[Settings], Embedder] | None = None,
+        access: Access = OWNER,
     ) -> None:
         """Without `embedder`, `load_model` loads the model when a method first needs it: a
         command that only reads the store (list, show, context) never waits for it."""
@@ -205,6 +214,54 @@ class Memory:
         self._embedder = embedder
         self._load_model = load_model
         self.settings = settings
+        self.access = access  # who is calling: every method keeps to their scopes
+
+    def acting_as(self, access: Access) -> Memory:
+        """The same memory, for this caller: their name is each new memory's author, and every
+        method keeps to the scopes they may read and write."""
+        view = copy.copy(self)
+        view.access = access
+        return view
+
+    def _covered(self, scope: str | None, writing: bool = False) -> list[str] | None:
+        """The scopes a call naming `scope` covers for this caller: None when it may stand as
+        it is (every scope is theirs, or one scope they may use); for "*", the scopes they
+        may read (or write) that hold memories. NotAllowed for one scope they may not use."""
+        allowed = self.access.write if writing else self.access.read
+        if scope == check.ALL_SCOPES:
+            if allowed is None:
+                return None
+            return sorted(found for found in self.store.scopes() if found in allowed)
+        wanted = self._scope(scope)
+        if allowed is not None and wanted not in allowed:
+            raise self._refused("write to" if writing else "read", wanted)
+        return None
+
+    def _refused(self, what: str, scope: str) -> NotAllowed:
+        allowed = self.access.write if what != "read" else self.access.read
+        mine = ", ".join(sorted(allowed or ())) or "none"
+        return NotAllowed(
+            f"{self.access.name} may not {what} the scope {scope!r}; nothing was changed. "
+            f"Scopes {self.access.name} may {'read' if what == 'read' else 'write'}: {mine}."
+        )
+
+    def _visible(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The row, if this caller may read its scope: one they may not is as if not there."""
+        return row if row is not None and self.access.reads(row["scope"]) else None
+
+    def _writable(self, ids: Sequence[str], what: str) -> list[str]:
+        """Of these ids, those this caller may not see (as missing); NotAllowed if one is in
+        a scope they may read but not write."""
+        if self.access.everything:
+            return []
+        hidden = []
+        for memory_id in ids:
+            row = self._visible(self.store.get(memory_id))
+            if row is None:
+                hidden.append(memory_id)
+            elif not self.access.writes(row["scope"]):
+                raise self._refused(what, row["scope"])
+        return hidden
 
     @property
     def embedder(self) -> Embedder:
@@ -232,6 +289,11 @@ class Memory:
         where = self._scope(scope)
         meta = check.check_metadata(metadata, settings.max_metadata_bytes)
         replacing = check.check_ids(supersedes, name="supersedes") if supersedes else []
+        if not self.access.writes(where):
+            raise self._refused("write to", where)
+        hidden = self._writable(replacing, "supersede memories of")
+        if hidden:
+            raise MissingIds(sorted(hidden))
         # The store brings its in-memory copy up to date, which the write needs, meanwhile.
         refreshed = self.store.refreshing()
         vectors, windows = self.embedder.embed_memories([text])
@@ -246,8 +308,9 @@ class Memory:
             metadata=json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
             created_at=datetime.now(timezone.utc),
             chunks=windows[0],
+            author=self.access.name,
         )
-        similar = self._similar(row, replacing)
+        similar = self._similar(row, replacing) if self.access.reads(where) else []
         (existing,) = self.store.add_new([row], replacing=replacing)
         if existing is not None:
             return Remembered(
@@ -312,9 +375,31 @@ class Memory:
         nothing clears the relevance floor, the best of what passes them comes back with a note
         saying so. Without filters, an empty list means nothing relevant is remembered."""
         top = check.check_limit(limit)
-        where = self._filter(tags, scope, since, until)
         text = check.check_query(query, required=False)
         narrowed = bool(tags or since or until or (scope not in (None, check.ALL_SCOPES)))
+        scopes = self._covered(scope)
+        if scopes is None:
+            return self._recall(text, top, self._filter(tags, scope, since, until), narrowed)
+        # "*" for a caller who may read some scopes: each searched, the best of all kept
+        # (scores are on one scale: ranking.py).
+        parts = [
+            self._recall(text, top, self._filter(tags, one, since, until), narrowed)
+            for one in scopes
+        ]
+        memories = [found for part in parts for found in part.memories]
+        if text:
+            memories.sort(key=lambda found: -(found.score or 0.0))
+        else:
+            memories.sort(key=lambda found: found.created_at, reverse=True)
+        memories = memories[:top]
+        note = None
+        if not memories:
+            note = ranking.NOTHING_FOUND if text else ranking.NOTHING_PASSES
+        elif any(part.note == ranking.RELAXED for part in parts):
+            note = ranking.RELAXED
+        return Recalled(memories=memories, note=note)
+
+    def _recall(self, text: str, top: int, where: Filter, narrowed: bool) -> Recalled:
         if not text:
             rows = self.store.recent(where, top)
             return Recalled(
@@ -347,6 +432,7 @@ class Memory:
             scope=None if stored["scope"] == self.settings.default_scope else stored["scope"],
             created_at=stored["created_at"],
             metadata=stored["metadata"] or None,
+            author=None if stored["author"] == self.access.name else stored["author"],
         )
 
     def _ranked(
@@ -410,15 +496,16 @@ class Memory:
             raise InvalidInput("Pass either ids, or a query and/or tags and scope, not both.")
         if ids is not None:
             wanted = check.check_ids(ids)
+            hidden = set(self._writable(wanted, "forget memories of"))
             if dry_run:
-                rows = {i: self.store.get(i) for i in wanted}
+                rows = {i: self._visible(self.store.get(i)) for i in wanted}
                 return Forgotten(
                     forgotten=[],
                     missing=[i for i, row in rows.items() if row is None],
                     dry_run=True,
                     matches=[self._match(row) for row in rows.values() if row is not None],
                 )
-            gone = self.store.delete(wanted)
+            gone = self.store.delete([i for i in wanted if i not in hidden])
             deleted = set(gone)
             return Forgotten(forgotten=gone, missing=[i for i in wanted if i not in deleted])
         if query is None and tags is None:
@@ -428,13 +515,22 @@ class Memory:
                 "`subcog forget --all --scope S` on the command line."
             )
         top = check.check_limit(limit)
-        where = self._filter(tags, scope)
-        if query is not None:
-            text = check.check_query(query)
-            ranked = self._ranked(text, top, where, diverse=False)
-            matches = [self._match(c.row, c.relevance) for c in ranked.results]
-        else:
-            matches = [self._match(m) for m in self.list(scope or check.ALL_SCOPES, top, tags)]
+        # A query searches the default scope unless told otherwise; tags alone, every scope.
+        named = scope if query is not None else (scope or check.ALL_SCOPES)
+        scopes = self._covered(named, writing=True)
+        matches: list[Match] = []
+        for one in [named] if scopes is None else scopes:
+            if query is not None:
+                text = check.check_query(query)
+                where = self._filter(tags, one)
+                ranked = self._ranked(text, top, where, diverse=False)
+                matches += [self._match(c.row, c.relevance) for c in ranked.results]
+            else:
+                matches += [self._match(m) for m in self.list(one, top, tags)]
+        if scopes is not None:  # several scopes searched: the best (or newest) of all
+            if query is not None:
+                matches.sort(key=lambda match: -(match.score or 0.0))
+            matches = matches[:top]
         if dry_run is not False:
             return Forgotten(forgotten=[], missing=[], dry_run=True, matches=matches)
         gone = self.store.delete([m.id for m in matches])
@@ -556,6 +652,7 @@ class Memory:
                 separators=(",", ":"),
             ),
             "created_at": created or datetime.now(timezone.utc),
+            "author": None if item.get("author") is None else check_name(item["author"]),
         }
 
     def backfill_windows(self, batch: int = 64) -> int:
@@ -647,11 +744,14 @@ class Memory:
     def export_jsonl(self) -> Iterator[str]:
         """Every memory as one JSON line, oldest first; `import_jsonl` reads them back."""
         for row in self.store.all_rows():
-            yield json.dumps(_stored(row), ensure_ascii=False)
+            stored = _stored(row)
+            if stored["author"] is None:  # stored before authors were kept, or imported
+                del stored["author"]
+            yield json.dumps(stored, ensure_ascii=False)
 
     def get(self, memory_id: str) -> StoredMemory:
         (wanted,) = check.check_ids([memory_id])
-        row = self.store.get(wanted)
+        row = self._visible(self.store.get(wanted))
         if row is None:
             raise NotFound(f"No memory has the id {wanted}. Call recall to find ids.")
         return StoredMemory(**_stored(row))
@@ -668,8 +768,17 @@ class Memory:
         take what recall's do."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInput("limit must be a whole number of at least 1.")
-        where = self._filter(tags, scope, since, until)
-        return [StoredMemory(**_stored(row)) for row in self.store.recent(where, limit)]
+        scopes = self._covered(scope)
+        if scopes is None:
+            where = self._filter(tags, scope, since, until)
+            return [StoredMemory(**_stored(row)) for row in self.store.recent(where, limit)]
+        rows = [
+            row
+            for one in scopes
+            for row in self.store.recent(self._filter(tags, one, since, until), limit)
+        ]
+        rows.sort(key=lambda row: row["created_at"], reverse=True)
+        return [StoredMemory(**_stored(row)) for row in rows[:limit]]
 
     def count(self, where: Filter | None = None) -> int:
         """How many memories pass the filter (all, without one)."""
@@ -690,10 +799,14 @@ class Memory:
         return not self.store.erasure_pending() or self.store.finish_erasure()
 
     def stats(self) -> Stats:
+        scopes = self.store.scopes()
+        if self.access.read is not None:  # only what this caller may read is counted
+            scopes = {scope: n for scope, n in scopes.items() if self.access.reads(scope)}
         return Stats(
-            count=self.store.count(),
-            scopes=self.store.scopes(),
+            count=self.store.count() if self.access.read is None else sum(scopes.values()),
+            scopes=scopes,
             data_dir=str(self.settings.data_dir),
+            store=self.settings.store.shown,
             model=self.embedder.name,
             model_source=f"{self.embedder.source.kind}: {self.embedder.source.location}",
             disk_bytes=self.store.disk_bytes(),
@@ -733,6 +846,8 @@ def open_store(settings: Settings, check_model: bool = True, server: bool = Fals
         check_model=check_model,
         limits=settings.limits,
         upkeep_aside=server,
+        location=settings.store,
+        refresh_s=settings.refresh_s,
     )
 
 

@@ -16,16 +16,17 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, cast
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from subcog import __version__
 from subcog import validation as check
+from subcog.access import CALLER, OWNER, Access
 from subcog.config import Settings
 from subcog.embedder import Embedder, load_embedder
-from subcog.errors import InvalidInput, NotFound, NotReady, SubcogError
+from subcog.errors import InvalidInput, NotAllowed, NotFound, NotReady, SubcogError
 from subcog.internals import lowlevel_server
 from subcog.memory import Forgotten, Memory, Recalled, Remembered, open_store
 
@@ -320,9 +321,33 @@ class SubcogServer(MCPServer):
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
-def build_server(settings: Settings | None = None, service: Service | None = None) -> MCPServer:
+def _client_name(ctx: Context | None) -> str | None:
+    """The name the client gave in `initialize` (clientInfo), if any."""
+    try:
+        params = None if ctx is None else ctx.session.client_params
+    except (ValueError, AttributeError):  # outside a request
+        return None
+    return None if params is None else params.client_info.name
+
+
+def build_server(
+    settings: Settings | None = None, service: Service | None = None, http: bool = False
+) -> MCPServer:
+    """The MCP server. `http`: every call must come through web.BearerAuth, which names its
+    caller; over stdio (and in-process) the caller is the owner, named by their client."""
     settings = settings or Settings.from_env()
     service = service or Service(settings)
+
+    def caller(ctx: Context | None) -> Access:
+        found = CALLER.get()
+        if found is not None:
+            return found
+        if http:  # fail closed: a call that no token named may do nothing
+            raise NotAllowed("This call carries no valid token.")
+        return OWNER.named(_client_name(ctx))
+
+    def memory_for(ctx: Context | None) -> Memory:
+        return service.memory().acting_as(caller(ctx))
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[None]:
@@ -368,11 +393,12 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
                 max_length=check.MAX_IDS,
             ),
         ] = [],  # noqa: B006
+        ctx: Context = None,  # type: ignore[assignment]  # the SDK passes it
     ) -> Annotated[CallToolResult, Remembered]:
         # Lists are plain arrays in the schemas, never "array or null": clients that build
         # arguments from a schema (the Inspector's --tool-arg) then send them as arrays.
         with _tool_errors("remember"):
-            memory = service.memory()
+            memory = memory_for(ctx)
             return _result(memory.remember(content, tags, scope, metadata, supersedes or None))
 
     @server.tool(
@@ -413,9 +439,10 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
         until: Annotated[
             str | None, Field(description="Only memories stored until then; as since.")
         ] = None,
+        ctx: Context = None,  # type: ignore[assignment]
     ) -> Annotated[CallToolResult, Recalled]:
         with _tool_errors("recall"):
-            memory = service.memory()
+            memory = memory_for(ctx)
             return _result(memory.recall(query, limit, tags or None, scope, since, until))
 
     @server.tool(
@@ -459,9 +486,10 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
                 "false for ids."
             ),
         ] = None,
+        ctx: Context = None,  # type: ignore[assignment]
     ) -> Annotated[CallToolResult, Forgotten]:
         with _tool_errors("forget"):
-            memory = service.memory()
+            memory = memory_for(ctx)
             return _result(memory.forget(ids or None, query, tags or None, scope, limit, dry_run))
 
     @server.resource(
@@ -472,7 +500,7 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
     )
     def stats() -> str:
         with _resource_errors("memory://stats"):
-            return service.memory().stats().model_dump_json(exclude_none=True)
+            return memory_for(None).stats().model_dump_json(exclude_none=True)
 
     @server.resource(
         "memory://recent",
@@ -482,7 +510,7 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
     )
     def recent() -> str:
         with _resource_errors("memory://recent"):
-            memories = service.memory().list(check.ALL_SCOPES, RECENT)
+            memories = memory_for(None).list(check.ALL_SCOPES, RECENT)
             return json.dumps([m.model_dump() for m in memories], ensure_ascii=False)
 
     @server.resource(
@@ -491,11 +519,11 @@ def build_server(settings: Settings | None = None, service: Service | None = Non
         description="One memory by id.",
         mime_type="application/json",
     )
-    def one_memory(memory_id: str) -> str:
+    def one_memory(memory_id: str, ctx: Context = None) -> str:  # type: ignore[assignment]
         uri = f"memory://{memory_id}"
         with _resource_errors(uri):
             try:
-                return service.memory().get(memory_id).model_dump_json()
+                return memory_for(ctx).get(memory_id).model_dump_json()
             except (NotFound, InvalidInput) as exc:
                 raise ResourceNotFoundError(f"{uri}: {exc}") from exc
 

@@ -1,9 +1,12 @@
 """Streamable HTTP at /mcp, for a long-running server that several agents share.
 
-Every request needs ``Authorization: Bearer <token>``. The token is SUBCOG_TOKEN, or one
-generated on first start and kept, mode 0600, in the data directory. Host and Origin headers
-are checked by the SDK's DNS-rebinding protection. A non-loopback address is only served
-with SUBCOG_TOKEN set explicitly, and at least MIN_TOKEN_CHARS long.
+Every request needs ``Authorization: Bearer <token>``. The owner's token is SUBCOG_TOKEN, or
+one generated on first start and kept, mode 0600, in the data directory; it may read and write
+every scope. A team server adds named tokens with scopes (`subcog token add`, access.py):
+`who(token)` names the caller of each request, and the tools keep to their scopes. Host and
+Origin headers are checked by the SDK's DNS-rebinding protection. A non-loopback address is
+only served with SUBCOG_TOKEN set explicitly and at least MIN_TOKEN_CHARS long, or with named
+tokens (each 256 random bits).
 
 Under abuse it holds (benchmarks/faults.py): the server is stateless (the SDK's stateless mode;
 each request stands alone, so an abandoned client leaves nothing behind), each request must
@@ -22,6 +25,7 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from subcog.access import CALLER, OWNER, Access, Tokens
 from subcog.config import Settings
 from subcog.errors import InvalidSetting
 
@@ -70,6 +75,27 @@ def http_token(settings: Settings) -> tuple[str, Path | None]:
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token, path
+
+
+def identifier(settings: Settings, owner_token: str) -> Callable[[str], Access | None]:
+    """`who(token)`: the caller a bearer token names (the owner, or a named token's person or
+    agent with their scopes), or None. Every check is in constant time."""
+    tokens = Tokens(settings.store, settings.refresh_s)
+    owner = owner_token.encode()
+
+    def who(token: str) -> Access | None:
+        if not token:
+            return None
+        if hmac.compare_digest(token.encode(), owner):
+            return OWNER
+        return tokens.who(token)
+
+    return who
+
+
+def _owner(caller: Access | None) -> bool:
+    """Whether the caller may read and write every scope (the owner's token)."""
+    return caller is not None and caller.everything
 
 
 class TimedH11Protocol(H11Protocol):
@@ -120,14 +146,16 @@ class TimedH11Protocol(H11Protocol):
 
 
 class BearerAuth:
-    """ASGI middleware: 401 unless the request carries the bearer token (constant-time check)."""
+    """ASGI middleware: 401 unless the request carries a token `who` knows; the request is
+    then served as that caller (access.CALLER)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, who: Callable[[str], Access | None]) -> None:
         self.app = app
-        self.token = token.encode()
+        self.who = who
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._authorised(scope):
+        caller = self._caller(scope) if scope["type"] == "http" else None
+        if scope["type"] == "http" and caller is None:
             response = JSONResponse(
                 {
                     "error": "invalid_token",
@@ -139,27 +167,31 @@ class BearerAuth:
             )
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        reset = CALLER.set(caller)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CALLER.reset(reset)
 
-    def _authorised(self, scope: Scope) -> bool:
-        given = b""
+    def _caller(self, scope: Scope) -> Access | None:
+        given = ""
         for name, value in scope.get("headers", []):
             if name == b"authorization":
                 scheme, _, credentials = value.partition(b" ")
                 if scheme.lower() == b"bearer":
-                    given = credentials.strip()
-        return hmac.compare_digest(given, self.token)
+                    given = credentials.strip().decode("latin-1")
+        return self.who(given)
 
 
 def serve_http(settings: Settings, host: str, port: int) -> None:
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
-    from subcog.page.access import token_check
     from subcog.page.serve import beside_mcp, login_url, page_app
     from subcog.server import Service, build_server
 
-    if not is_loopback(host) and len(settings.token or "") < MIN_TOKEN_CHARS:
+    named = bool(Tokens(settings.store, settings.refresh_s).entries())
+    if not is_loopback(host) and len(settings.token or "") < MIN_TOKEN_CHARS and not named:
         given = (
             f"a SUBCOG_TOKEN of {len(settings.token)} characters"
             if settings.token
@@ -168,8 +200,8 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         raise InvalidSetting(
             f"Refusing to serve on {host}, which is not a loopback address, with {given}: set "
             f"SUBCOG_TOKEN to a random secret of at least {MIN_TOKEN_CHARS} characters (e.g. "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or bind to "
-            "127.0.0.1."
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), add named tokens "
+            "with `subcog token add NAME`, or bind to 127.0.0.1."
         )
     token, token_path = http_token(settings)
     names = [*LOOPBACK_NAMES, *([] if is_loopback(host) else [host]), *settings.allowed_hosts]
@@ -183,18 +215,21 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     )
     service = Service(settings)
     service.start()  # load while uvicorn starts; requests never wait for the handshake
-    server = build_server(settings, service)
+    server = build_server(settings, service, http=True)
     mcp_app = server.streamable_http_app(
         transport_security=security, host=host, stateless_http=True, json_response=True
     )
-    # The web page at / (subcog/page), for whoever holds the same token.
-    page = page_app(settings, service.memory, token_check(token), names)
-    app = beside_mcp(BearerAuth(mcp_app, token), page.app(), MCP_PATH)
+    who = identifier(settings, token)
+    # The web page at / (subcog/page). It shows and changes every scope, so it opens for the
+    # owner's token only, not for a named token with fewer scopes (access.py).
+    page = page_app(settings, service.memory, lambda given: _owner(who(given)), names)
+    app = beside_mcp(BearerAuth(mcp_app, who), page.app(), MCP_PATH)
     shown = f"[{host}]" if ":" in host else host
     where = f"in {token_path}" if token_path else "in SUBCOG_TOKEN"
     print(
         f"subcog: MCP over streamable HTTP at http://{shown}:{port}{MCP_PATH}\n"
-        f"subcog: clients must send 'Authorization: Bearer <token>'; the token is {where}\n"
+        f"subcog: clients must send 'Authorization: Bearer <token>'; the owner's token is "
+        f"{where}, and `subcog token add NAME` makes one for each person or agent\n"
         f"subcog: the memories page (logs in once): {login_url(host, port, page)}",
         file=sys.stderr,
     )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from subcog.cli import memory_commands, store_commands
+from subcog.cli import memory_commands, store_commands, token_commands
 from subcog.cli.checks import checked
 from subcog.cli.completion import completion, completion_script
 from subcog.cli.context import (
@@ -83,6 +83,7 @@ ALONE: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "doctor": store_commands.doctor,
     "repair": store_commands.repair,
     "reindex": store_commands.reindex,
+    "token": token_commands.token,
     "ui": ui,
 }
 # name -> the command, given the Memory opened for it.

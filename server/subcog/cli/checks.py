@@ -42,6 +42,10 @@ def checked(command: str, args: argparse.Namespace, settings: Settings) -> None:
             pass
     elif command == "export" and args.file is not None:
         _checked_export(Path(args.file))
+    elif command == "token":
+        from subcog.cli.token_commands import check_token_args
+
+        check_token_args(args)
 
 
 def _checked_forget(args: argparse.Namespace) -> None:

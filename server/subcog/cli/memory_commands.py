@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subcog.cli.exit_codes import EXIT_INVALID, EXIT_PARTLY
@@ -150,6 +151,7 @@ def stats(args: argparse.Namespace, memory: Memory) -> int:
     pairs += [
         ("on disk", human_bytes(found.disk_bytes)),
         ("data dir", found.data_dir),
+        *([("store", found.store)] if found.store != str(Path(found.data_dir) / "lancedb") else []),
         ("model", found.model),
         ("model from", found.model_source),
     ]

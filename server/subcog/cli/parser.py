@@ -28,6 +28,7 @@ COMMANDS = {
     "export": "Write every memory as JSONL: id, content, tags, scope, metadata, created_at.",
     "reindex": "Re-embed every memory with the configured model (SUBCOG_MODEL).",
     "completion": "Print a shell completion script: bash or zsh.",
+    "token": "Add, list or revoke the named tokens of a team server, with their scopes.",
     "ui": "Browse, search and forget memories in a web page on 127.0.0.1.",
 }
 # Commands whose output is a result a script may want as JSON. serve speaks JSON-RPC, export
@@ -161,6 +162,15 @@ def _completion(command: argparse.ArgumentParser) -> None:
     command.add_argument("shell", choices=["bash", "zsh"])
 
 
+def _token(command: argparse.ArgumentParser) -> None:
+    command.add_argument("action", choices=["add", "list", "revoke"], nargs="?", default="list")
+    command.add_argument("name", nargs="?", help="who the token is for: a person or an agent")
+    command.add_argument("--read", metavar="S,...", help='scopes it may read ("*": every one)')
+    command.add_argument(
+        "--write", metavar="S,...", help="scopes it may write (and so read), forget in"
+    )
+
+
 # name -> what adds its arguments (after --json); stats, doctor, repair and reindex take none.
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "serve": _serve,
@@ -173,6 +183,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "import": _import,
     "export": _export,
     "completion": _completion,
+    "token": _token,
     "ui": _ui,
 }
 

@@ -58,7 +58,8 @@ def _serve_stdio(settings: Settings) -> int:
             print(f"subcog: {exc}", file=sys.stderr)
     exe = shutil.which("subcog") or sys.argv[0]
     print(
-        f"subcog {__version__}: MCP server on stdio; memories in {settings.data_dir}",
+        f"subcog {__version__}: MCP server on stdio; memories in "
+        f"{settings.store.shown if settings.store.remote else settings.data_dir}",
         file=sys.stderr,
     )
     if sys.stdin.isatty():

@@ -40,15 +40,20 @@ def doctor(args: argparse.Namespace, settings: Settings) -> int:
     }
     say(f"subcog {__version__}, Python {report['python']}")
     say(f"data dir (SUBCOG_DATA_DIR):   {settings.data_dir}")
+    report["store_uri"] = settings.store.shown
+    say(f"store (SUBCOG_STORE):         {settings.store.shown}")
     say(f"cache dir (SUBCOG_CACHE_DIR): {settings.cache_dir}")
     say(f"model path (SUBCOG_MODEL_PATH): {settings.model_path or 'unset'}")
     say(f"cached model:   {report['cached_model'] or 'none'}")
     bundled = ", ".join(report["offline_bundle"]) if bundle else "not installed"
     say(f"offline bundle: {bundled}")
     report["model"] = _doctor_model(settings, say)
+    if settings.store.remote:
+        report["bucket"] = _doctor_bucket(settings, say)
     report["store"] = _doctor_store(settings, say)
     code = EXIT_MODEL if not report["model"]["ok"] else 0
     code = code or (EXIT_STORE if not report["store"]["ok"] else 0)
+    code = code or (EXIT_STORE if not report.get("bucket", {"ok": True})["ok"] else 0)
     if as_json:
         print_json(report)
     return code
@@ -77,6 +82,27 @@ def _doctor_model(settings: Settings, say: Callable[[str], None]) -> dict[str, A
     }
 
 
+def _doctor_bucket(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
+    """Write, read and delete a small table beside the store, timing each round trip."""
+    from subcog.storage.location import check_bucket
+
+    location = settings.store
+    try:
+        took = check_bucket(location)
+    except Exception as exc:  # any failure of the object store, in its own words
+        error = str(exc).replace("\n", " ")[:400]
+        say(f"bucket: FAILED, {location.shown}\n  {error}")
+        say(
+            "  Check the URI, AWS_ENDPOINT_URL / AWS_REGION and the credentials in the environment."
+        )
+        return {"ok": False, "error": error}
+    figures = ", ".join(f"{what} {ms:.0f} ms" for what, ms in took.items())
+    say(f"bucket: OK, {location.shown}: {figures}")
+    options = ", ".join(f"{k}={v}" for k, v in location.shown_options().items()) or "none"
+    say(f"  storage options: {options}")
+    return {"ok": True, **{f"{what}_ms": round(ms, 1) for what, ms in took.items()}}
+
+
 def _doctor_store(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
     from subcog.memory import open_store
 
@@ -86,7 +112,7 @@ def _doctor_store(settings: Settings, say: Callable[[str], None]) -> dict[str, A
         damage = store.examine()  # every data, deletion and index file, read to its end
         found: dict[str, Any] = {"ok": not damage, "memories": count, "disk_bytes": size}
         if damage:
-            say(f"store: DAMAGED, {count} memories, {size} bytes in {store.data_dir}")
+            say(f"store: DAMAGED, {count} memories, {size} bytes in {settings.store.shown}")
             for file in damage.files:
                 say(f"  cannot read {file.describe()}: {file.error}")
             advice = (
@@ -98,8 +124,12 @@ def _doctor_store(settings: Settings, say: Callable[[str], None]) -> dict[str, A
             found["damaged_files"] = [file.describe() for file in damage.files]
             found["what_to_do"] = advice
         else:
-            say(f"store: OK, {count} memories, {size} bytes in {store.data_dir}")
-            say("  every data and index file reads to its end")
+            say(f"store: OK, {count} memories, {size} bytes in {settings.store.shown}")
+            say(
+                "  on object storage, files are read as searches need them"
+                if store.remote
+                else "  every data and index file reads to its end"
+            )
         if store.erasure_pending():
             say("store: erasing memories forgotten earlier from the files...")
             store.finish_erasure()

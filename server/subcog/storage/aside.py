@@ -55,6 +55,7 @@ class Request:
     broken: dict[str, list[str]] = field(default_factory=dict)
     fragments: dict[int, int] = field(default_factory=dict)  # name-damage: id: live memories
     limits: dict[str, Any] = field(default_factory=dict)  # the server's Limits
+    store: str = ""  # SUBCOG_STORE, if set (the storage options come from the environment)
 
 
 @dataclass
@@ -183,16 +184,26 @@ def damaged_files(request: Request) -> list[DamagedFile]:
 
 
 def _serve(request: Request, stores: dict[tuple[str, str, int], Store]) -> Answer:
+    from subcog.storage.location import location_of
     from subcog.storage.store import Store
 
-    key = (request.data_dir, request.model, request.dimension)
+    key = (request.data_dir + "|" + request.store, request.model, request.dimension)
     limits = Limits(**request.limits)
     if key not in stores or stores[key].limits != limits:
         if key in stores:
             stores.pop(key).close()
         asked: list[float] = []  # upkeep's requests to run again go back to the server
         data_dir = Path(request.data_dir)
-        stores[key] = Store(data_dir, request.model, request.dimension, False, limits, asked=asked)
+        location = location_of(request.store or None, data_dir, os.environ)
+        stores[key] = Store(
+            data_dir,
+            request.model,
+            request.dimension,
+            False,
+            limits,
+            asked=asked,
+            location=location,
+        )
     store = stores[key]
     assert store.asked is not None
     store.asked.clear()  # opening asks for upkeep when an erasure is pending: the server knows

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import lancedb
 import pyarrow as pa
 
+from subcog.storage.location import Location
+
 T = TypeVar("T")
 
 
@@ -71,12 +73,17 @@ class FullText:
             _close_loops(self._loops)
 
 
-def open_full_text(directory: str, table: str, session: Any) -> FullText:
+def open_full_text(
+    location: Location, table: str, session: Any, refresh: timedelta = timedelta(0)
+) -> FullText:
     """The full-text search of this table, sharing the caches of `session`."""
 
     async def open_table() -> Any:
         db = await lancedb.connect_async(
-            directory, read_consistency_interval=timedelta(0), session=session
+            location.db,
+            read_consistency_interval=refresh,
+            session=session,
+            storage_options=dict(location.options) or None,
         )
         return await db.open_table(table)
 

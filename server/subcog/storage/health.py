@@ -84,16 +84,19 @@ class Health:
             return name_damage(self._table, fragments)
         table = self._table
         request = aside.Request("name-damage", str(table.data_dir), table.model, table.dimension)
-        request = replace(request, fragments=fragments, limits=table.limits.to_dict())
+        request = replace(
+            request,
+            fragments=fragments,
+            limits=table.limits.to_dict(),
+            store=table.location.db,
+        )
         return aside.damaged_files(request)
 
 
 def name_damage(table: Table, fragments: dict[int, int]) -> list[DamagedFile]:
     """The damaged files of these fragments (id: live memories), read to their end."""
-    import lance
-
     files: list[DamagedFile] = []
-    dataset: Any = lance.dataset(str(table.uri))
+    dataset: Any = table.dataset()
     for fragment in dataset.get_fragments():
         if fragment.fragment_id in fragments:
             found = examine_fragment(table.uri, fragment)

@@ -36,7 +36,6 @@ class Indexes:
         damaged file) are left as they are, and so are old versions: they may still hold those
         rows, for a better tool than ours.
         """
-        import lance
         from lance.optimize import Compaction
 
         options: Any = {
@@ -44,18 +43,40 @@ class Indexes:
             "materialize_deletions_threshold": 0.0,
             "num_threads": 1,
         }
-        dataset = lance.dataset(str(self._table.uri))
-        if not unreadable:
+        dataset = self._table.dataset()
+        if not unreadable and not self._table.remote:
             dataset.optimize.compact_files(**options)
         else:
             plan = Compaction.plan(dataset, options)
             tasks = [t for t in plan.tasks if not {f.id for f in t.fragments} & unreadable]
             if tasks:
-                Compaction.commit(dataset, [task.execute(dataset) for task in tasks])
+                rewritten = [task.execute(dataset) for task in tasks]
+                try:
+                    Compaction.commit(dataset, rewritten)
+                except Exception:
+                    self._drop_files(rewritten)
+                    raise
         self._table.handle.checkout_latest()
         if not unreadable:  # while a file is damaged, older versions may still hold its rows
             older_than = self._limits.keep_old_versions
-            lance.dataset(str(self._table.uri)).cleanup_old_versions(older_than=older_than)
+            self._table.dataset().cleanup_old_versions(older_than=older_than)
+
+    def _drop_files(self, rewritten: list[Any]) -> None:
+        """After a compaction whose commit failed (on object storage: another server's delete,
+        compaction or index came first), delete the files it wrote. No version refers to them,
+        and Lance leaves such files for a week, since it cannot tell them from another
+        process's write in progress; these may hold memories forgotten meanwhile."""
+        from lance.file import LanceFileSession
+
+        location = self._table.location
+        data = LanceFileSession(f"{location.table}/data", dict(location.options) or None)
+        for result in rewritten:
+            for fragment in result.new_fragments:
+                for file in fragment.files:
+                    try:
+                        data.delete_file(file.path)
+                    except OSError:
+                        log.debug("could not delete %s after a failed compaction", file.path)
 
     def fold(self, rebuild_words: bool = False) -> None:
         """Fold new rows into the indexes, and build the vector index when it is due; with
@@ -67,8 +88,6 @@ class Indexes:
         for them. Lance commits an index beside concurrent adds and deletes; compaction, which
         would conflict, holds the index lock too.
         """
-        import lance
-
         table = self._table.handle
         if rebuild_words:
             table.create_index("content", config=FTS(**WORDS), replace=True)
@@ -78,7 +97,7 @@ class Indexes:
             if index.columns != ["vector"]
             and (index.columns != ["content"] or self._words_due(index.name))
         ]
-        lance.dataset(str(self._table.uri)).optimize.optimize_indices(index_names=due)
+        self._table.dataset().optimize.optimize_indices(index_names=due)
         table.checkout_latest()
         if not self.bulk:
             self.vectors()
@@ -95,15 +114,13 @@ class Indexes:
         merge into one; once they hold Limits.vector_rebuild_share of the rows, the index is
         built again over everything.
         """
-        import lance
-
         limits = self._limits
         index = self._table.index_on(["vector"])
         rows = self._table.handle.count_rows()
         if rows < limits.vector_index_rows:
             return
         if index is not None:
-            dataset = lance.dataset(str(self._table.uri))
+            dataset = self._table.dataset()
             stats = dataset.stats.index_stats(index.name)
             unindexed: int = stats["num_unindexed_rows"]
             deltas: list[int] = stats["num_indexed_rows_per_delta"]

@@ -39,8 +39,6 @@ def repair(
 
     Holds both locks throughout, so other processes' writes wait (StoreBusy past
     Limits.lock_timeout_s); their searches read the old version until the new one commits."""
-    import lance
-
     timeout = table.limits.lock_timeout_s
     if not table.compaction_locks(timeout=timeout):
         raise StoreBusy(
@@ -48,7 +46,7 @@ def repair(
             "again shortly."
         )
     try:
-        dataset = lance.dataset(str(table.uri))
+        dataset = table.dataset()
         damage = examine(table.uri, dataset)
         if not damage:
             return Repaired(damage, None, dataset.count_rows())
@@ -66,9 +64,7 @@ def repair(
         health.broken.clear()
         mirror.forget()
         if damage.fragments:
-            lance.dataset(str(table.uri)).cleanup_old_versions(
-                older_than=timedelta(0), delete_unverified=True
-            )
+            table.dataset().cleanup_old_versions(older_than=timedelta(0), delete_unverified=True)
             Marker(table.data_dir).remove()  # nothing forgotten was copied
         log.debug("repaired the store in %s: %d memories kept", table.data_dir, recovered)
         return Repaired(damage, keep_in, recovered, lost)

@@ -15,14 +15,24 @@ from lancedb.expr import col, lit
 
 TABLE = "memories"
 # 2: the `chunks` column, the later windows of long memories (see embedder.py).
-SCHEMA_VERSION = "2"
+# 3: the `author` column: who stored each memory (a token's name, or the stdio client's).
+SCHEMA_VERSION = "3"
 # LanceDB compresses strings by default; stored plainly, forgotten text can be shown to be gone
 # from every file by scanning the bytes (see README, "Forget means erased").
 PLAIN = {"lance-encoding:compression": "none"}
 NEXT_VECTOR = "vector_next"  # a reindex in progress writes the new model's vectors here
 NEXT_WINDOWS = "chunks_next"  # and the new model's windows here
-ROW_COLUMNS = ["id", "content", "content_hash", "tags", "scope", "metadata", "created_at"]
-MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at"]  # a found row
+ROW_COLUMNS = [
+    "id",
+    "content",
+    "content_hash",
+    "tags",
+    "scope",
+    "metadata",
+    "created_at",
+    "author",
+]
+MEMORY_COLUMNS = ["id", "content", "tags", "scope", "metadata", "created_at", "author"]
 FOUND_COLUMNS = [*MEMORY_COLUMNS, "vector", "chunks"]  # a found row and what ranking needs
 _EPOCH = datetime(1970, 1, 1)
 
@@ -41,6 +51,7 @@ def schema(model: str, dimension: int) -> pa.Schema:
             pa.field("metadata", pa.string(), nullable=False, metadata=PLAIN),
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
             pa.field("chunks", windows_type(dimension), nullable=True),
+            pa.field("author", pa.string(), nullable=True),  # null: stored before schema 3
         ],
         metadata={
             "subcog.model": model,
@@ -83,6 +94,7 @@ class Row:
     metadata: str
     created_at: datetime
     chunks: npt.NDArray[np.float32] | None = None  # the later windows' vectors, if any
+    author: str | None = None  # who stored it
 
 
 def rows_table(rows: Sequence[Row], table_schema: pa.Schema, dimension: int) -> pa.Table:
@@ -98,6 +110,7 @@ def rows_table(rows: Sequence[Row], table_schema: pa.Schema, dimension: int) -> 
         "metadata": [row.metadata for row in rows],
         "created_at": [row.created_at for row in rows],
         "chunks": windows_column([row.chunks for row in rows], dimension),
+        "author": pa.array([row.author for row in rows], pa.string()),
     }
     return pa.table(
         {

@@ -31,6 +31,7 @@ from subcog.storage.damage import UNREADABLE, Damage
 from subcog.storage.health import Health, name_damage
 from subcog.storage.lexical import Lexical
 from subcog.storage.limits import Limits
+from subcog.storage.location import Location
 from subcog.storage.mirror import Mirror
 from subcog.storage.reindex import MODEL_MARK, Reindex
 from subcog.storage.repair import Repaired, repair
@@ -73,16 +74,29 @@ class Store:
     upkeep_aside: bool = False
     # In that child: when upkeep asks to run again, the delay goes here, back to the server.
     asked: list[float] | None = None
+    # Where the table lives (None: DATA_DIR/lancedb), and on object storage how long a read
+    # may answer from the version it last saw (table.py).
+    location: Location | None = None
+    refresh_s: float = 0.0
     _rare: set[str] = field(init=False, default_factory=set)  # see search.filtered
     _model_mark: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         self._table = Table(
-            self.data_dir, self.model, self.dimension, self.limits, self.check_model
+            self.data_dir,
+            self.model,
+            self.dimension,
+            self.limits,
+            self.check_model,
+            self.location,
+            self.refresh_s,
         )
         table = self._table
+        self.location = table.location
+        # On object storage there is no directory to stat: LanceDB's refresh interval does it.
+        stamped = None if table.remote else table.uri
         self._mirror = Mirror(
-            table.handle, self.limits, table.full_text, table.resized, table_dir=table.uri
+            table.handle, self.limits, table.full_text, table.resized, table_dir=stamped
         )
         self._health = Health(table, self.upkeep_aside)
         self._upkeep = Upkeep(table, self._mirror, self._health, self.upkeep_aside, self.asked)
@@ -267,7 +281,17 @@ class Store:
         counts = pc.value_counts(self._matching("scopes", Filter(), ["scope"])["scope"])
         return {item["values"]: item["counts"] for item in counts.to_pylist()}
 
+    @property
+    def remote(self) -> bool:
+        """Whether the table is on object storage."""
+        return self._table.remote
+
     def disk_bytes(self) -> int:
+        """The bytes of the store: its files on disk, or on object storage the latest
+        version's data (LanceDB's table statistics: no listing of the bucket)."""
+        if self._table.remote:
+            stats = self._table.read("stats", lambda: self._table.handle.stats())
+            return int(stats["total_bytes"])
         total = 0
         for root, _dirs, files in os.walk(self.data_dir):
             for name in files:
@@ -318,6 +342,8 @@ class Store:
         """
         table = self._table
         with table.locked():
+            if replacing:
+                table.latest()  # on object storage: what is stored now, not a second ago
             # One version for every check and the add: under the lock, nobody else commits.
             search = table.read("write check", self._search)
             current = table.handle.schema
@@ -342,11 +368,52 @@ class Store:
                 data = rows_table(fresh, current, self.dimension)
                 written = table.write("add", lambda: table.handle.add(data))
                 self._mirror.added(data, int(written.version))
+                if table.remote:
+                    earlier = self._settle(fresh)
+                    results = [
+                        earlier.get(row.id) if result is None else result
+                        for row, result in zip(rows, results, strict=True)
+                    ]
             kept = {result["id"] for result in results if result is not None}
             self._delete_locked([i for i in replacing if i not in kept])
         if fresh:
             self._upkeep.wrote()
         return results
+
+    def _settle(self, fresh: Sequence[Row]) -> dict[str, dict[str, Any]]:
+        """On object storage, right after our add: no lock kept another machine from adding
+        the same text in the same scope meanwhile, so look again, in the version our commit
+        made (which holds every commit before it). Of the rows with one text in one scope, the
+        first committed stays: it has the lowest row id, since each commit's fragment gets a
+        higher id than any before it. A row of ours that came later is deleted again, and
+        the memory it repeats returned for it (id: that memory). The first writer may not see
+        the later one; the later one always sees the first, so exactly one row stays."""
+        table = self._table
+        condition: Any = None
+        for row in fresh:
+            same = (col("scope") == lit(row.scope)) & (col("content_hash") == lit(row.content_hash))
+            condition = same if condition is None else condition | same
+        columns = ["id", "scope", "content_hash", "created_at"]
+
+        def look() -> pa.Table:
+            query = table.handle.search().where(condition.to_sql()).select(columns)
+            found: pa.Table = query.with_row_id(True).to_arrow()
+            return found
+
+        first: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        for found in table.read("duplicate check", look).to_pylist():
+            key = (found["scope"], found["content_hash"])
+            if key not in first or found["_rowid"] < first[key][0]:
+                first[key] = (found["_rowid"], found)
+        earlier: dict[str, dict[str, Any]] = {}
+        for row in fresh:
+            winner = first.get((row.scope, row.content_hash))
+            if winner is not None and winner[1]["id"] != row.id:
+                earlier[row.id] = {k: winner[1][k] for k in ("id", "created_at")}
+        if earlier:
+            log.debug("%d memories were remembered by another server at once", len(earlier))
+            self._delete_locked(sorted(earlier))
+        return earlier
 
     def delete(self, ids: Sequence[str]) -> list[str]:
         """Delete the memories with these ids; return the ids that existed.
@@ -355,6 +422,7 @@ class Store:
         erases them, which this schedules straight away (upkeep.py).
         """
         with self._table.locked():
+            self._table.latest()  # on object storage: a memory stored a moment ago elsewhere
             found = self.existing(ids)
             self._delete_locked(sorted(found))
         return [memory_id for memory_id in ids if memory_id in found]
@@ -363,6 +431,7 @@ class Store:
         """Delete every memory that passes the filter; return how many there were."""
         table = self._table
         with table.locked():
+            table.latest()
             count = self.count_matching(where)
             if count:
                 condition = where.sql() or "true"  # built from validated values (Filter.sql)
@@ -473,13 +542,14 @@ class Store:
         return name_damage(self._table, fragments)
 
     def examine(self) -> Damage:
-        """Read every data, deletion and index file of the latest version to its end."""
-        import lance
-
+        """Read every data, deletion and index file of the latest version to its end (on
+        object storage: not examined, a damaged object is found when a search reads it)."""
         from subcog.storage.damage import examine
 
+        if self._table.remote:
+            return Damage()
         uri = self._table.uri
-        return self._table.read("examine", lambda: examine(uri, lance.dataset(str(uri))))
+        return self._table.read("examine", lambda: examine(uri, self._table.dataset()))
 
     def repair(self, keep_in: Path) -> Repaired:
         """Rebuild the store from every row that can be read (repair.py)."""

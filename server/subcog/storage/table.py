@@ -5,15 +5,21 @@ Writes from every process on one data directory are serialised by a lock file, a
 sees the latest committed version (read_consistency_interval=0), so several servers and CLI
 commands can share a store. A commit that conflicts with another process's, or a read whose
 files another process's cleanup removed, succeeds on a fresh try.
+
+On object storage (location.py) no file lock can reach the other machines: the locks are this
+process's own, commits are made safe by LanceDB's conflict checks and our retries alone, and
+a read asks for the latest version at most every `refresh_s` seconds (README, "Team and
+multi-machine").
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,15 +33,19 @@ from subcog.errors import ModelMismatch, NoSpace, StoreBusy, SubcogError, full_d
 from subcog.storage.analysis import WORDS
 from subcog.storage.fulltext import FullText, open_full_text
 from subcog.storage.limits import Limits
+from subcog.storage.location import Location
 from subcog.storage.schema import SCHEMA_VERSION, TABLE, schema, windows_type
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
+def retrying(
+    attempts: int, what: str, action: Callable[[], T], again: Callable[[], None] | None = None
+) -> T:
     """Run action, retrying with backoff: LanceDB commits can conflict with another process's,
-    and a read can lose files to another process's cleanup. Both succeed on a fresh try."""
+    and a read can lose files to another process's cleanup. Both succeed on a fresh try, after
+    `again` (if given) has run."""
     for attempt in range(1, attempts + 1):
         try:
             return action()
@@ -46,37 +56,92 @@ def retrying(attempts: int, what: str, action: Callable[[], T]) -> T:
                 raise
             log.debug("%s failed (%s); retry %d", what, exc, attempt)
             time.sleep(min(0.5, 0.01 * 2**attempt))
+            if again is not None:
+                with suppress(Exception):
+                    again()
     raise AssertionError("unreachable")
+
+
+def conflicted(error: BaseException) -> bool:
+    """Whether Lance refused a commit because another came first (it says "retry")."""
+    said = str(error).lower()
+    return "commit conflict" in said or "preempted by concurrent" in said
+
+
+class ProcessLock:
+    """A lock of this process only, with FileLock's acquire(timeout)/release: on object
+    storage, where no lock file reaches the other machines (their commits are checked by
+    LanceDB instead). Re-entrant in a thread, as FileLock is."""
+
+    def __init__(self, timeout: float = -1) -> None:
+        self._lock = threading.RLock()
+        self._timeout = timeout
+
+    def acquire(self, timeout: float | None = None) -> None:
+        wait = self._timeout if timeout is None else timeout
+        if not self._lock.acquire(timeout=-1 if wait < 0 else wait):
+            raise Timeout("subcog's process lock")
+
+    def release(self) -> None:
+        self._lock.release()
 
 
 class Table:
     """The table in one data directory, with its write lock and its index lock."""
 
     def __init__(
-        self, data_dir: Path, model: str, dimension: int, limits: Limits, check_model: bool
+        self,
+        data_dir: Path,
+        model: str,
+        dimension: int,
+        limits: Limits,
+        check_model: bool,
+        location: Location | None = None,
+        refresh_s: float = 0.0,
     ) -> None:
         self.data_dir = data_dir
+        self.location = location or Location(str(data_dir / "lancedb"))
+        self.remote = self.location.remote
+        self.refresh = timedelta(seconds=refresh_s)
         self.model = model
         self.dimension = dimension
         self.limits = limits
         self.checks_model = check_model  # False only for `subcog reindex`, which changes it
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
-        self.write_lock = FileLock(data_dir / ".write.lock", timeout=limits.lock_timeout_s)
-        self.index_lock = FileLock(data_dir / ".index.lock")
+        self.write_lock: FileLock | ProcessLock
+        self.index_lock: FileLock | ProcessLock
+        if self.remote:
+            self.write_lock = ProcessLock(limits.lock_timeout_s)
+            self.index_lock = ProcessLock()
+        else:
+            self.write_lock = FileLock(data_dir / ".write.lock", timeout=limits.lock_timeout_s)
+            self.index_lock = FileLock(data_dir / ".index.lock")
         self.sized_for = 0  # the rows Lance's caches are sized for (see resized)
         self._session: Any = None
         with self.locked():
-            self.handle: Any = self._open(0)
-            self.resized(self.handle.count_rows())  # room for the vector index in the cache
-            self.check_model()
-            self._upgrade()
-            self.ensure_indexes()
+            # Several servers may open a new store on object storage at once: the one whose
+            # table or index commit lost finds the winner's on a fresh try.
+            retrying(self.limits.write_attempts, "open", self._open_checked)
         self.full_text = self._full_text()
+
+    def _open_checked(self) -> None:
+        self.sized_for = 0
+        self.handle: Any = self._open(0)
+        self.resized(self.handle.count_rows())  # room for the vector index in the cache
+        self.check_model()
+        self._upgrade()
+        self.ensure_indexes()
 
     @property
     def uri(self) -> Path:
-        return self.data_dir / "lancedb" / f"{TABLE}.lance"
+        """The table's directory, for a local store (damage.py and repair.py read its files);
+        on object storage, see `location`."""
+        return Path(self.location.table)
+
+    def dataset(self) -> Any:
+        """The latest version as a pylance dataset (upkeep, a CLI command)."""
+        return self.location.dataset()
 
     def resized(self, rows: int) -> tuple[Any, FullText] | None:
         """For a store grown to `rows`, the table and its full-text search opened again with
@@ -93,7 +158,7 @@ class Table:
         return self.handle, self.full_text
 
     def _full_text(self) -> FullText:
-        return open_full_text(str(self.data_dir / "lancedb"), TABLE, self._session)
+        return open_full_text(self.location, TABLE, self._session, self.refresh)
 
     def _open(self, rows: int) -> Any:
         """The table, created if new, with Lance's caches sized for `rows` memories. The
@@ -103,9 +168,10 @@ class Table:
             index_cache_size_bytes=index_cache, metadata_cache_size_bytes=metadata_cache
         )
         db = lancedb.connect(
-            str(self.data_dir / "lancedb"),
-            read_consistency_interval=timedelta(0),
+            self.location.db,
+            read_consistency_interval=self.refresh,
             session=self._session,
+            storage_options=dict(self.location.options) or None,
         )
         if TABLE in db.list_tables().tables:
             return db.open_table(TABLE)
@@ -115,15 +181,21 @@ class Table:
 
     def _upgrade(self) -> None:
         """A store made by an earlier subcog gets what this one expects: the `chunks` column
-        (null until Memory.backfill_windows fills it). The caller holds the write lock."""
-        if "chunks" in self.handle.schema.names:
+        (null until Memory.backfill_windows fills it), and the `author` column (null: stored
+        before authors were kept). The caller holds the write lock; on object storage another
+        server may upgrade at once, and the loser's retry finds the column there."""
+        names = self.handle.schema.names
+        if "chunks" in names and "author" in names:
             return
-        # The windows have the size of the store's vectors, which a reindex (opening the store
-        # set to another model) has not changed yet.
-        dimension = int(self.meta().get("subcog.dimension", self.dimension))
-        self.handle.add_columns(pa.field("chunks", windows_type(dimension), nullable=True))
+        if "chunks" not in names:
+            # The windows have the size of the store's vectors, which a reindex (opening the
+            # store set to another model) has not changed yet.
+            dimension = int(self.meta().get("subcog.dimension", self.dimension))
+            self.handle.add_columns(pa.field("chunks", windows_type(dimension), nullable=True))
+        if "author" not in self.handle.schema.names:
+            self.handle.add_columns(pa.field("author", pa.string(), nullable=True))
         self.update_meta({"subcog.schema": SCHEMA_VERSION})
-        log.info("upgraded the store in %s to schema %s", self.data_dir, SCHEMA_VERSION)
+        log.info("upgraded the store in %s to schema %s", self.location.shown, SCHEMA_VERSION)
 
     def meta(self, table_schema: pa.Schema | None = None) -> dict[str, str]:
         """The table's metadata, from `table_schema` or else the latest version's."""
@@ -133,9 +205,7 @@ class Table:
     def update_meta(self, values: dict[str, str | None]) -> None:
         """Set (None: remove) keys of the table's metadata. LanceDB has no table-level metadata
         call, so this one loads pylance (a CLI's reindex or an old store's upgrade)."""
-        import lance
-
-        lance.dataset(str(self.uri)).update_schema_metadata(values)
+        self.dataset().update_schema_metadata(values)
         self.handle.checkout_latest()
 
     def check_model(self, table_schema: pa.Schema | None = None) -> None:
@@ -208,7 +278,18 @@ class Table:
         return True
 
     def read(self, what: str, action: Callable[[], T]) -> T:
-        return retrying(self.limits.read_attempts, what, action)
+        """Run a read, retried if it fails. On object storage the retry reads the latest
+        version: the one this process last saw (at most SUBCOG_REFRESH_S old) may have lost its
+        files to another server's cleanup."""
+        latest = (lambda: self.handle.checkout_latest()) if self.remote else None
+        return retrying(self.limits.read_attempts, what, action, latest)
+
+    def latest(self) -> None:
+        """On object storage, before a write that depends on what is stored (a forget, a
+        supersede): read the latest version now, not the one seen up to SUBCOG_REFRESH_S ago.
+        Locally every read is the latest already."""
+        if self.remote:
+            self.read("latest", lambda: self.handle.checkout_latest())
 
     def write(self, what: str, action: Callable[[], T]) -> T:
         """Run a commit, retried on a conflict; NoSpace when the disk is full."""

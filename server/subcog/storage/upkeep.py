@@ -7,6 +7,7 @@ locks are free; for a server, each pass runs in a child process (aside.py), sinc
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from subcog.storage.health import Health
 from subcog.storage.indexes import Indexes
 from subcog.storage.mirror import Mirror
 from subcog.storage.scheduler import Scheduler
-from subcog.storage.table import Table
+from subcog.storage.table import Table, conflicted
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,12 @@ class Upkeep:
                 request = aside.Request(
                     "upkeep", str(table.data_dir), table.model, table.dimension, self.indexes.bulk
                 )
-                request = replace(request, unreadable=sorted(unreadable), broken=broken)
+                request = replace(
+                    request,
+                    unreadable=sorted(unreadable),
+                    broken=broken,
+                    store=table.location.db,
+                )
                 answer = aside.run(replace(request, limits=self._limits.to_dict()))
                 ran, rewrote, rebuilt = answer.ran, answer.rewrote, answer.rebuilt
                 for delay in answer.again_in:
@@ -152,6 +158,15 @@ class Upkeep:
                     self.indexes.fold()
                 if erasing is not None:
                     self._advance(erasing)
+        except Exception as exc:
+            if not (self._table.remote and conflicted(exc)):
+                raise
+            # On object storage another server's commit came first (a delete, its own
+            # compaction or index): nothing was changed, and the pass is tried again soon, at
+            # a moment of its own so that two servers do not keep colliding.
+            log.debug("upkeep gave way to another server's commit: %s", exc)
+            self.soon(delay=random.uniform(0.5, 2.0))
+            return False, False, []
         finally:
             self._table.index_lock.release()
         if rewrote:
