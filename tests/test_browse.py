@@ -58,7 +58,21 @@ def test_pages_take_the_filters_of_recall(memory: Memory) -> None:
     assert every_page(memory, 5) == [["a dentist visit", "a trip to Porto"]]  # default scope
 
 
-@pytest.mark.parametrize("after", ["nonsense", "12.not-an-id", ".abc"])
+ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "nonsense",
+        "12.not-an-id",
+        ".abc",
+        f"99999999999999999999.{ID}",  # past any date
+        f"999999999999999999.{ID}",  # 18 digits, still past the year 9999
+        f"\u00b2.{ID}",  # a digit to str.isdigit, not to int()
+        "9" * 5000 + f".{ID}",
+    ],
+)
 def test_a_broken_page_link_is_refused_in_our_words(memory: Memory, after: str) -> None:
     with pytest.raises(InvalidInput):
         memory.page(scope="*", after=after)

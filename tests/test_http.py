@@ -8,6 +8,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -218,3 +219,44 @@ def test_the_web_page_is_served_beside_mcp_for_the_same_token(
     # /mcp itself still takes the bearer token only, not the page's cookie.
     cookie = {"Cookie": login.headers["set-cookie"].split(";")[0]}
     assert httpx2.post(url, json=INITIALIZE, headers={**HEADERS, **cookie}).status_code == 401
+
+
+def test_named_tokens_do_not_excuse_a_short_subcog_token_on_the_network(tmp_path: Path) -> None:
+    env = {**os.environ, "SUBCOG_DATA_DIR": str(tmp_path / "data")}
+    env.pop("SUBCOG_TOKEN", None)
+    subprocess.run(
+        [subcog_command(), "token", "add", "alice", "--write", "alice"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    proc = subprocess.run(
+        [subcog_command(), "serve", "--transport", "http", "--host", "0.0.0.0", "--port", "1"],
+        env={**env, "SUBCOG_TOKEN": "dev"},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == EXIT_INVALID
+    assert b"Refusing to serve on 0.0.0.0," in proc.stderr
+    assert b"a SUBCOG_TOKEN of 3 characters" in proc.stderr
+
+
+def test_on_the_network_no_login_code_is_printed(tmp_path: Path) -> None:
+    """The printed lines may reach logs others read: the page is opened with the token."""
+    token = "test-token-" + "x" * 30
+    env = {**os.environ, "SUBCOG_DATA_DIR": str(tmp_path / "data"), "SUBCOG_TOKEN": token}
+    proc, url = start(env, "--host", "0.0.0.0")
+    try:
+        base = url.removesuffix("/mcp")
+        assert httpx2.get(base + "/login?code=anything").status_code != 303
+        assert httpx2.get(base + "/", headers={"Authorization": f"Bearer {token}"}).is_success
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+    (line,) = [line for line in stderr.splitlines() if "memories page" in line]
+    assert "code=" not in line
+    assert line.endswith("/")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from subcog import ranking
 from subcog import validation as check
-from subcog.access import OWNER, Access, check_name
+from subcog.access import OWNER, Access, author_name
 from subcog.config import Settings
 from subcog.errors import InvalidInput, MissingIds, NotAllowed, NotFound
 
@@ -652,7 +652,7 @@ class Memory:
                 separators=(",", ":"),
             ),
             "created_at": created or datetime.now(timezone.utc),
-            "author": None if item.get("author") is None else check_name(item["author"]),
+            "author": author_name(item.get("author")),  # invalid: made valid, not refused
         }
 
     def backfill_windows(self, batch: int = 64) -> int:
@@ -690,9 +690,14 @@ class Memory:
         start = None
         if after:
             when, _, memory_id = after.partition(".")
-            if not when.isdigit():
-                raise InvalidInput("That page link is broken: start again from the first page.")
+            broken = InvalidInput("That page link is broken: start again from the first page.")
+            if not (when.isascii() and when.isdigit() and len(when) <= 18):
+                raise broken
             start = Key(int(when), check.check_ids([memory_id])[0])
+            try:
+                start.moment  # noqa: B018 (a time a datetime can hold)
+            except OverflowError:
+                raise broken from None
         from subcog.storage.schema import micros
 
         rows = self.store.page(where, top + 1, start)

@@ -93,11 +93,6 @@ def identifier(settings: Settings, owner_token: str) -> Callable[[str], Access |
     return who
 
 
-def _owner(caller: Access | None) -> bool:
-    """Whether the caller may read and write every scope (the owner's token)."""
-    return caller is not None and caller.everything
-
-
 class TimedH11Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, with a deadline for reading each request.
 
@@ -187,11 +182,15 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
+    from subcog.page.access import token_check
     from subcog.page.serve import beside_mcp, login_url, page_app
     from subcog.server import Service, build_server
 
+    # On the network the owner's token must be long: SUBCOG_TOKEN, unless named tokens stand in
+    # for it (the generated owner token, then, is long).
     named = bool(Tokens(settings.store, settings.refresh_s).entries())
-    if not is_loopback(host) and len(settings.token or "") < MIN_TOKEN_CHARS and not named:
+    short = len(settings.token or "") < MIN_TOKEN_CHARS
+    if not is_loopback(host) and short and (settings.token or not named):
         given = (
             f"a SUBCOG_TOKEN of {len(settings.token)} characters"
             if settings.token
@@ -219,18 +218,20 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     mcp_app = server.streamable_http_app(
         transport_security=security, host=host, stateless_http=True, json_response=True
     )
-    who = identifier(settings, token)
     # The web page at / (subcog/page). It shows and changes every scope, so it opens for the
-    # owner's token only, not for a named token with fewer scopes (access.py).
-    page = page_app(settings, service.memory, lambda given: _owner(who(given)), names)
-    app = beside_mcp(BearerAuth(mcp_app, who), page.app(), MCP_PATH)
+    # owner's token only, never a named one (access.py). On the network no one-time login code
+    # is printed: the lines may reach logs that others read.
+    page = page_app(settings, service.memory, token_check(token), names)
+    if not is_loopback(host):
+        page.access.no_login_code()
+    app = beside_mcp(BearerAuth(mcp_app, identifier(settings, token)), page.app(), MCP_PATH)
     shown = f"[{host}]" if ":" in host else host
     where = f"in {token_path}" if token_path else "in SUBCOG_TOKEN"
     print(
         f"subcog: MCP over streamable HTTP at http://{shown}:{port}{MCP_PATH}\n"
         f"subcog: clients must send 'Authorization: Bearer <token>'; the owner's token is "
         f"{where}, and `subcog token add NAME` makes one for each person or agent\n"
-        f"subcog: the memories page (logs in once): {login_url(host, port, page)}",
+        f"subcog: the memories page: {login_url(host, port, page)}",
         file=sys.stderr,
     )
     try:

@@ -84,6 +84,12 @@ class Access:
         """The one-time code for the printed URL; None once it has been used."""
         return self._code
 
+    def no_login_code(self) -> None:
+        """No one-time code: for a server on the network, whose printed lines may end up in
+        logs that others read. The page is then opened with the token itself."""
+        with self._lock:
+            self._code = None
+
     def redeem(self, code: str) -> str | None:
         """A new session for the one-time code, which then stops working; else None."""
         with self._lock:
