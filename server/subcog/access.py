@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -70,6 +72,20 @@ def check_name(name: str) -> str:
             f"A token's name may hold letters, digits and . _ - @ only, not {name!r}."
         )
     return name
+
+
+def author_name(name: Any) -> str | None:
+    """A name fit to be an author (see check_name): a valid name as it is; otherwise every
+    character but A-Z a-z 0-9 . _ - @ made "-", runs of "-" made one, "-" trimmed from the
+    ends, cut to 64 characters; None if nothing is left or `name` is not a string. What the
+    stdio client calls itself ("Visual Studio Code") and what an import reads both go
+    through this, so an export always imports back."""
+    if not isinstance(name, str):
+        return None
+    with suppress(InvalidInput):
+        return check_name(name)
+    cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._@-]", "-", name)).strip("-")
+    return cleaned[:64].strip("-") or None
 
 
 def _scopes(scopes: Iterable[str]) -> list[str]:

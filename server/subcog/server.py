@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from subcog import __version__
 from subcog import validation as check
-from subcog.access import CALLER, OWNER, Access
+from subcog.access import CALLER, OWNER, Access, author_name
 from subcog.config import Settings
 from subcog.embedder import Embedder, load_embedder
 from subcog.errors import InvalidInput, NotAllowed, NotFound, NotReady, SubcogError
@@ -322,12 +322,13 @@ class SubcogServer(MCPServer):
 
 
 def _client_name(ctx: Context | None) -> str | None:
-    """The name the client gave in `initialize` (clientInfo), if any."""
+    """The name the client gave in `initialize` (clientInfo), made fit to be an author
+    ("Visual Studio Code": "Visual-Studio-Code"), if any."""
     try:
         params = None if ctx is None else ctx.session.client_params
     except (ValueError, AttributeError):  # outside a request
         return None
-    return None if params is None else params.client_info.name
+    return None if params is None else author_name(params.client_info.name)
 
 
 def build_server(
