@@ -10,7 +10,6 @@ and `shown` never include them, so neither logs nor `memory://stats` can.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,30 @@ _AWS = {
     "AWS_WEB_IDENTITY_TOKEN_FILE": "aws_web_identity_token_file",
     "AWS_ROLE_ARN": "aws_role_arn",
 }
-# Option names whose values are never shown.
-_SECRET = re.compile(r"secret|token|key|password|sas|credential", re.IGNORECASE)
+# The option names whose values may be shown (doctor, stats): where the store is, never who
+# may reach it. Every other option's value is hidden, whatever its name: GOOGLE_* and AZURE_*
+# pass through as they are, and a name like azure_storage_connection_string holds a key.
+_SHOWN = frozenset(
+    {
+        "aws_region",
+        "aws_endpoint",
+        "allow_http",
+        "aws_virtual_hosted_style_request",
+        "aws_s3_express",
+        "google_bucket",
+        "google_bucket_name",
+        "azure_storage_account_name",
+        "azure_account_name",
+        "azure_storage_endpoint",
+        "azure_endpoint",
+        "azure_container_name",
+        "azure_allow_http",
+        "azure_storage_use_emulator",
+        "azure_use_emulator",
+        "azure_use_fabric_endpoint",
+    }
+)
+HIDDEN = "***"
 
 
 @dataclass(frozen=True)
@@ -70,8 +91,12 @@ class Location:
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
     def shown_options(self) -> dict[str, str]:
-        """The storage options with every secret's value hidden."""
-        return {k: ("***" if _SECRET.search(k) else v) for k, v in sorted(self.options.items())}
+        """The storage options, every value hidden but those known to hold no secret."""
+        return {k: (v if k.lower() in _SHOWN else HIDDEN) for k, v in sorted(self.options.items())}
+
+    def __repr__(self) -> str:
+        # Never the URI as given (s3://KEY:SECRET@bucket) nor an option's secret value.
+        return f"Location({self.shown!r}, options={self.shown_options()!r})"
 
     def dataset(self, **kwargs: Any) -> Any:
         """The table as a pylance dataset (upkeep's child process, CLI commands)."""
