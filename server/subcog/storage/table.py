@@ -115,8 +115,9 @@ class Table:
             self.write_lock = ProcessLock(limits.lock_timeout_s)
             self.index_lock = ProcessLock()
         else:
-            self.write_lock = FileLock(data_dir / ".write.lock", timeout=limits.lock_timeout_s)
-            self.index_lock = FileLock(data_dir / ".index.lock")
+            locks = self.lock_dir
+            self.write_lock = FileLock(locks / ".write.lock", timeout=limits.lock_timeout_s)
+            self.index_lock = FileLock(locks / ".index.lock")
         self.sized_for = 0  # the rows Lance's caches are sized for (see resized)
         self._session: Any = None
         with self.locked():
@@ -124,6 +125,22 @@ class Table:
             # table or index commit lost finds the winner's on a fresh try.
             retrying(self.limits.write_attempts, "open", self._open_checked)
         self.full_text = self._full_text()
+
+    @property
+    def lock_dir(self) -> Path:
+        """Where a local store's lock files are, the same for every process using the store
+        whatever its data directory: for the default store (DATA_DIR/lancedb) the data
+        directory, as before; for a SUBCOG_STORE elsewhere, the store's own directory (made if
+        missing). A SUBCOG_STORE naming some data directory's default store (a `lancedb`
+        directory with a writable parent) takes that data directory's locks, so it and the
+        server using that directory shut each other out."""
+        store = Path(self.location.db)
+        if store.resolve() == (self.data_dir / "lancedb").resolve():
+            return self.data_dir
+        store.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if store.name == "lancedb" and os.access(store.parent, os.W_OK):
+            return store.parent
+        return store
 
     def _open_checked(self) -> None:
         self.sized_for = 0
