@@ -3,7 +3,7 @@ answers with server-rendered HTML (Jinja2, autoescaped: memory text is always te
 
 from __future__ import annotations
 
-import io
+import itertools
 import json
 import re
 import secrets
@@ -11,12 +11,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -30,8 +30,9 @@ from starlette.types import ASGIApp
 
 from subcog import __version__
 from subcog import validation as check
+from subcog.config import Settings
 from subcog.errors import InvalidInput, NotReady, SubcogError
-from subcog.memory import Imported, Memory
+from subcog.memory import IMPORT_BATCH, Imported, Memory
 from subcog.page.access import Access, guarded, session_cookie
 
 HERE = Path(__file__).parent
@@ -39,6 +40,16 @@ PAGE_SIZE = 50
 SEARCH_LIMIT = 50  # recall's largest limit
 TIMELINE_WEEKS = 104  # the chart's last two years
 DOCTOR_TIMEOUT_S = 600  # it reads every file of the store
+# The largest upload the page imports: the upload is copied to a temporary file, so a larger
+# one (a wrong file, or a whole disk's worth) would fill the server's disk before anything is
+# read. 64 MiB is hundreds of thousands of memories; `subcog import FILE` takes any size.
+MAX_UPLOAD_BYTES = 64 << 20
+BAD_LINES_KEPT = 100  # an import's first bad lines shown; the rest are only counted
+# import_jsonl keeps every bad line of what it is given, so it is given this many lines at a
+# time, after which all but the first BAD_LINES_KEPT of the import are let go.
+IMPORT_CHUNK_LINES = 16 * IMPORT_BATCH
+JOBS_KEPT = 20  # finished imports whose progress pages still answer: the latest few,
+JOB_KEPT_FOR = timedelta(hours=1)  # and none finished longer ago than this
 Handler = Callable[["Page", Request, str], Awaitable[Response]]
 
 
@@ -85,6 +96,69 @@ def changes(handler: Handler) -> Callable[[Page, Request], Awaitable[Response]]:
     return run
 
 
+def line_limit(settings: Settings) -> int:
+    """The longest line, in bytes, that an import reads: the longest content (up to 4 bytes a
+    character in UTF-8) and metadata, with room for the id, tags, scope, dates and JSON."""
+    return 4 * settings.max_content_chars + 2 * settings.max_metadata_bytes + (64 << 10)
+
+
+def upload_lines(binary: IO[bytes], limit: int, bad: Callable[[int, str], None]) -> Iterator[str]:
+    """Each line of an uploaded file as text, decoded as strictly as `subcog import` does (a
+    UTF-8 byte order mark may start the file). A line that is not UTF-8, or longer than `limit`
+    bytes, goes to `bad` with its number and is given as an empty line, which `import_jsonl`
+    skips while counting it: its line numbers stay the file's. A long line is never read whole."""
+    number = 0
+    while raw := binary.readline(limit + 1):
+        number += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while (rest := binary.readline(1 << 16)) and not rest.endswith(b"\n"):
+                pass  # the rest of the long line, a piece at a time
+            bad(number, f"longer than {limit:,} bytes, the most a memory's line can take")
+            yield ""
+            continue
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            bad(
+                number,
+                f"not UTF-8 text (byte {exc.start + 1} of the line, 0x{raw[exc.start]:02x}, "
+                "cannot be read as UTF-8); save the file as UTF-8",
+            )
+            yield ""
+
+
+def import_upload(
+    memory: Memory,
+    binary: IO[bytes],
+    progress: Callable[[int], None],
+    kept: int = BAD_LINES_KEPT,
+) -> tuple[Imported, int]:
+    """Import an uploaded JSONL file as `Memory.import_jsonl` does, reporting bad lines as it
+    does, lines that are not UTF-8 or are too long among them; returns the report, with the
+    first `kept` bad lines only, and how many bad lines there were in all."""
+    report = Imported()
+    bad_total = 0
+    own: list[tuple[int, str]] = []
+
+    def bad(number: int, why: str) -> None:
+        own.append((number, why))
+        progress(1)
+
+    lines = upload_lines(binary, line_limit(memory.settings), bad)
+    start = 0  # lines before this chunk
+    while (first := next(lines, None)) is not None:
+        chunk = itertools.chain([first], itertools.islice(lines, IMPORT_CHUNK_LINES - 1))
+        part = memory.import_jsonl(chunk, progress=progress)  # reads the whole chunk
+        found = sorted(own + [(start + number, why) for number, why in part.bad_lines])
+        own.clear()
+        bad_total += len(found)
+        report.bad_lines.extend(found[: max(0, kept - len(report.bad_lines))])
+        report.added += part.added
+        report.existing += part.existing
+        start += IMPORT_CHUNK_LINES
+    return report, bad_total
+
+
 @dataclass
 class ImportJob:
     """An upload being imported in the background, for its progress page."""
@@ -93,16 +167,24 @@ class ImportJob:
     total: int
     done: int = 0
     report: Imported | None = None
+    bad_total: int = 0  # report.bad_lines holds the first BAD_LINES_KEPT only
     error: str | None = None
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    finished: datetime | None = None
 
 
 class Page:
     """The page's requests over one `Memory` (loaded on first use) and one `Access`."""
 
-    def __init__(self, memory: Callable[[], Memory], access: Access) -> None:
+    def __init__(
+        self,
+        memory: Callable[[], Memory],
+        access: Access,
+        upload_limit: int = MAX_UPLOAD_BYTES,
+    ) -> None:
         self.memory = memory
         self.access = access
+        self.upload_limit = upload_limit
         self.jobs: dict[str, ImportJob] = {}
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -319,27 +401,56 @@ class Page:
             return self.render(
                 request, "import.html", session, 400, job=None, error="Choose a .jsonl file."
             )
-        # The upload's own file closes with the request; the import thread closes this one.
+        # Starlette spooled the upload to a file of its own, closed here once copied to this
+        # one, which the import thread closes.
         kept = tempfile.TemporaryFile()  # noqa: SIM115
-        lines, last = 0, b"\n"
-        while chunk := await upload.read(1 << 20):
-            kept.write(chunk)
-            lines += chunk.count(b"\n")
-            last = chunk
+        lines, last, size = 0, b"\n", 0
+        try:
+            while chunk := await upload.read(1 << 20):
+                size += len(chunk)
+                if size > self.upload_limit:
+                    kept.close()
+                    error = (
+                        f"{upload.filename} is larger than {self.upload_limit / (1 << 20):g} MiB, "
+                        "the most the page imports at once; nothing was imported. Split it, or "
+                        "import it in a terminal with `subcog import FILE`."
+                    )
+                    return self.render(request, "import.html", session, 413, job=None, error=error)
+                kept.write(chunk)
+                lines += chunk.count(b"\n")
+                last = chunk
+        except BaseException:
+            kept.close()
+            raise
+        finally:
+            await upload.close()
         lines += 0 if last.endswith(b"\n") else 1
         kept.seek(0)
+        self._forget_old_jobs()
         job_id = secrets.token_urlsafe(12)
         job = self.jobs[job_id] = ImportJob(upload.filename, lines)
         threading.Thread(target=self._import, args=(job, kept), daemon=True).start()
         return RedirectResponse(f"/import/{job_id}", 303)
 
-    def _import(self, job: ImportJob, kept: Any) -> None:
+    def _forget_old_jobs(self) -> None:
+        """Finished imports are kept for their progress pages: the latest JOBS_KEPT, for at
+        most JOB_KEPT_FOR. Imports still running are all kept."""
+        now = datetime.now(timezone.utc)
+        finished = sorted(
+            (job.finished, job_id) for job_id, job in self.jobs.items() if job.finished is not None
+        )
+        for index, (when, job_id) in enumerate(finished):
+            if index < len(finished) - JOBS_KEPT or now - when > JOB_KEPT_FOR:
+                del self.jobs[job_id]
+
+    def _import(self, job: ImportJob, kept: IO[bytes]) -> None:
         def advance(lines: int) -> None:
             job.done += lines
 
         try:
-            with kept, io.TextIOWrapper(kept, encoding="utf-8", errors="replace") as text:
-                job.report = self.memory().import_jsonl(text, progress=advance)
+            with kept:
+                report, job.bad_total = import_upload(self.memory(), kept, advance)
+                job.report = report
         except SubcogError as exc:
             job.error = str(exc)
         except Exception as exc:  # the page says so; the log has the traceback
@@ -347,6 +458,8 @@ class Page:
 
             logging.getLogger(__name__).exception("import from the page failed")
             job.error = f"The import stopped: {exc}"
+        finally:
+            job.finished = datetime.now(timezone.utc)
 
     @logged_in
     async def import_progress(self, request: Request, session: str) -> Response:
