@@ -502,3 +502,29 @@ def test_int8_vectors_in_memory_still_rank_by_exact_cosines(memory: Memory) -> N
     recalled = [(m.id, m.score) for m in small.recall(question, limit=5, scope="*").memories]
     again = tuned(small, int8_rows=10**9).recall(question, limit=5, scope="*").memories
     assert recalled == [(m.id, m.score) for m in again]
+
+
+def test_int8_vectors_of_a_store_elsewhere_spill_into_the_data_dir(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    """A SUBCOG_STORE outside the data directory, in a directory nobody may write beside:
+    the exact vectors still have a place (the data directory), and searches work."""
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    store_dir = parent / "memories"
+    store_dir.mkdir()
+    env = {"SUBCOG_DATA_DIR": str(tmp_path / "data"), "SUBCOG_STORE": str(store_dir)}
+    settings = replace(Settings.from_env(env), limits=Limits(int8_rows=1))
+    parent.chmod(0o500)  # the store's own directory stays writable; its parent does not
+    try:
+        memory = Memory(open_store(settings), embedder, settings)
+        lines = [json.dumps({"content": f"Shelf {n} holds box {n * 7}."}) for n in range(40)]
+        assert memory.import_jsonl(lines).added == 40
+        memory.store.close()
+        memory = Memory(open_store(settings), embedder, settings)  # its rows read from disk
+        assert memory.store.held_as_int8() == 40
+        found = memory.recall("Which shelf holds box 70?", limit=1).memories
+        assert [m.content for m in found] == ["Shelf 10 holds box 70."]
+        memory.store.close()
+    finally:
+        parent.chmod(0o700)

@@ -84,6 +84,7 @@ class Mirror:
         full_text: FullText,
         resized: Callable[[int], tuple[Any, FullText] | None] = lambda rows: None,
         table_dir: Path | None = None,
+        spill_dir: Path | None = None,
     ) -> None:
         self._table = table
         # The table's directory on local disk: while its versions directory's stamp stays as
@@ -98,9 +99,11 @@ class Mirror:
         # Up to this many rows, each block also counts its rows' tokens (search.InMemory
         # .holders), which the lexical reference needs; past it, each query asks the index.
         self.counted_rows = limits.counted_rows
-        # From so many rows, blocks read keep int8 vectors, their exact ones in a file beside
-        # the store (blocks._held); a store on no local disk keeps float32.
+        # From so many rows, blocks read keep int8 vectors, their exact ones in a file in
+        # spill_dir (blocks._held): the data directory, local and ours whatever SUBCOG_STORE
+        # is, never a tmpfs /tmp. None: float32 always.
         self.int8_rows = limits.int8_rows
+        self._spill_dir = spill_dir
         self._snapshot: Snapshot | None = None
         self._blocks: dict[int, Block] = {}  # by fragment id
         # Fragments that failed to read: fragment id: its row ids then. Tried again only once
@@ -180,9 +183,7 @@ class Mirror:
         read. Fragments that cannot be read go to self._unreadable."""
         kept: dict[int, Block] = {}
         unreadable: dict[int, npt.NDArray[np.int64]] = {}
-        spill = None
-        if self._table_dir is not None and rows >= self.int8_rows:
-            spill = self._table_dir.parent.parent  # the data directory, not a tmpfs /tmp
+        spill = self._spill_dir if rows >= self.int8_rows else None
         for fragment, rowids in _by_fragment(self._rowids()).items():
             block = self._block(fragment, rowids, spill)
             if block is None:

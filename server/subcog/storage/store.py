@@ -96,7 +96,12 @@ class Store:
         # On object storage there is no directory to stat: LanceDB's refresh interval does it.
         stamped = None if table.remote else table.uri
         self._mirror = Mirror(
-            table.handle, self.limits, table.full_text, table.resized, table_dir=stamped
+            table.handle,
+            self.limits,
+            table.full_text,
+            table.resized,
+            table_dir=stamped,
+            spill_dir=self.data_dir,
         )
         self._health = Health(table, self.upkeep_aside)
         self._upkeep = Upkeep(table, self._mirror, self._health, self.upkeep_aside, self.asked)
