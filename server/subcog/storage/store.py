@@ -374,7 +374,7 @@ class Store:
                 written = table.write("add", lambda: table.handle.add(data))
                 self._mirror.added(data, int(written.version))
                 if table.remote:
-                    earlier = self._settle(fresh, int(written.version))
+                    earlier = self._settle(fresh)
                     results = [
                         earlier.get(row.id) if result is None else result
                         for row, result in zip(rows, results, strict=True)
@@ -385,16 +385,14 @@ class Store:
             self._upkeep.wrote()
         return results
 
-    def _settle(self, fresh: Sequence[Row], version: int) -> dict[str, dict[str, Any]]:
+    def _settle(self, fresh: Sequence[Row]) -> dict[str, dict[str, Any]]:
         """On object storage, right after our add: no lock kept another machine from adding
-        the same text in the same scope meanwhile, so look again, in exactly the version our
-        commit made (which holds every commit before it). Of the rows with one text in one
-        scope, the first committed stays: in that version it has the lowest row id, since each
-        commit's fragments get higher ids than any before it. (A later version could show a
-        compaction's rewrite of the first row under a higher id: hence this version, read
-        through a handle of its own.) A row of ours that came later is deleted again, and the
-        memory it repeats returned for it (id: that memory). The first writer may not see the
-        later one; the later one always sees the first, so exactly one row stays."""
+        the same text in the same scope meanwhile, so look again, in the version our commit
+        made (which holds every commit before it). Of the rows with one text in one scope, the
+        first committed stays: it has the lowest row id, since each commit's fragment gets a
+        higher id than any before it. A row of ours that came later is deleted again, and
+        the memory it repeats returned for it (id: that memory). The first writer may not see
+        the later one; the later one always sees the first, so exactly one row stays."""
         table = self._table
         condition: Any = None
         for row in fresh:
@@ -403,7 +401,7 @@ class Store:
         columns = ["id", "scope", "content_hash", "created_at"]
 
         def look() -> pa.Table:
-            query = table.at(version).search().where(condition.to_sql()).select(columns)
+            query = table.handle.search().where(condition.to_sql()).select(columns)
             found: pa.Table = query.with_row_id(True).to_arrow()
             return found
 

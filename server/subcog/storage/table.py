@@ -120,7 +120,6 @@ class Table:
             self.index_lock = FileLock(locks / ".index.lock")
         self.sized_for = 0  # the rows Lance's caches are sized for (see resized)
         self._session: Any = None
-        self._db: Any = None  # the connection the handle came from (_open)
         with self.locked():
             # Several servers may open a new store on object storage at once: the one whose
             # table or index commit lost finds the winner's on a fresh try.
@@ -157,13 +156,6 @@ class Table:
         on object storage, see `location`."""
         return Path(self.location.table)
 
-    def at(self, version: int) -> Any:
-        """A handle of its own on one version of the table, which nothing moves on: for a read
-        that must see exactly that version (Store._settle). Reads through it only."""
-        handle = self._db.open_table(TABLE)
-        handle.checkout(version)
-        return handle
-
     def dataset(self) -> Any:
         """The latest version as a pylance dataset (upkeep, a CLI command)."""
         return self.location.dataset()
@@ -198,7 +190,6 @@ class Table:
             session=self._session,
             storage_options=dict(self.location.options) or None,
         )
-        self._db = db
         if TABLE in db.list_tables().tables:
             return db.open_table(TABLE)
         table: Any = db.create_table(TABLE, schema=schema(self.model, self.dimension))
